@@ -1,0 +1,3 @@
+"""CLI commands (filled in by their package)."""
+
+commands: list = []

@@ -1,0 +1,1 @@
+"""Native code generated with llvmlite: atomic primitives now, the native engine later."""
