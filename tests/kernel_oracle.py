@@ -54,3 +54,37 @@ def kernel_available() -> bool:
 def require_kernel() -> None:
     if not kernel_available():
         pytest.skip("host kernel bpf() not available (needs root / CAP_BPF)")
+
+
+# --- verifier differential helpers (PROG_LOAD / MAP_CREATE) ---------------------------------
+
+def kernel_map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
+                      flags: int = 0) -> tuple[int, int]:
+    """BPF_MAP_CREATE in the host kernel; returns (fd, errno). The caller closes the fd."""
+    attr = bytearray(72)
+    for off, v in ((0, map_type), (4, key_size), (8, value_size), (12, max_entries), (16, flags)):
+        attr[off:off + 4] = v.to_bytes(4, "little")
+    return sys_bpf(0, attr)
+
+
+def kernel_prog_load(code: bytes, prog_type: int, *, license: str = "GPL", log_level: int = 0,
+                     log_size: int = 1 << 20, expected_attach_type: int = 0,
+                     prog_flags: int = 0) -> tuple[int, int, str]:
+    """BPF_PROG_LOAD in the host kernel; returns (fd, errno, log). The caller closes the fd."""
+    insns = ctypes.create_string_buffer(bytes(code), max(len(code), 1))
+    lic = ctypes.create_string_buffer(license.encode() + b"\0")
+    log = ctypes.create_string_buffer(log_size if log_level else 1)
+    attr = bytearray(160)
+    attr[0:4] = prog_type.to_bytes(4, "little")
+    attr[4:8] = (len(code) // 8).to_bytes(4, "little")
+    attr[8:16] = ctypes.addressof(insns).to_bytes(8, "little")
+    attr[16:24] = ctypes.addressof(lic).to_bytes(8, "little")
+    if log_level:
+        attr[24:28] = log_level.to_bytes(4, "little")
+        attr[28:32] = log_size.to_bytes(4, "little")
+        attr[32:40] = ctypes.addressof(log).to_bytes(8, "little")
+    attr[44:48] = prog_flags.to_bytes(4, "little")
+    attr[68:72] = expected_attach_type.to_bytes(4, "little")
+    fd, err = sys_bpf(5, attr, 144)
+    text = log.value.decode(errors="replace") if log_level else ""
+    return fd, err, text

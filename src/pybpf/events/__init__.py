@@ -1,0 +1,1 @@
+"""Event sources that drive programs: packet captures now, probes and tracepoints later."""
