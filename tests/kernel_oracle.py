@@ -88,3 +88,49 @@ def kernel_prog_load(code: bytes, prog_type: int, *, license: str = "GPL", log_l
     fd, err = sys_bpf(5, attr, 144)
     text = log.value.decode(errors="replace") if log_level else ""
     return fd, err, text
+
+
+# --- attr builders shared by the pybpf bpf() tests and the kernel differential tests ------
+
+import struct as _struct
+
+
+def attr_map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
+                    map_flags: int = 0, inner_map_fd: int = 0, name: bytes = b"",
+                    map_extra: int = 0, size: int = 72) -> bytearray:
+    """union bpf_attr for BPF_MAP_CREATE (layout of include/uapi/linux/bpf.h)."""
+    a = bytearray(max(size, 72))
+    _struct.pack_into("<7I", a, 0, map_type, key_size, value_size, max_entries, map_flags,
+                      inner_map_fd, 0)
+    a[28:28 + len(name)] = name
+    _struct.pack_into("<Q", a, 64, map_extra)
+    return a
+
+
+def attr_elem(map_fd: int, key: int = 0, value: int = 0, flags: int = 0, size: int = 32) -> bytearray:
+    """union bpf_attr for BPF_MAP_*_ELEM / GET_NEXT_KEY; key/value are addresses."""
+    a = bytearray(max(size, 32))
+    _struct.pack_into("<I4xQQQ", a, 0, map_fd, key, value, flags)
+    return a
+
+
+def attr_obj(pathname: int, bpf_fd: int = 0, file_flags: int = 0, size: int = 16) -> bytearray:
+    """union bpf_attr for BPF_OBJ_PIN / BPF_OBJ_GET; pathname is an address."""
+    a = bytearray(max(size, 16))
+    _struct.pack_into("<QII", a, 0, pathname, bpf_fd, file_flags)
+    return a
+
+
+# --- interpreter differential helper (PROG_TEST_RUN) ---------------------------------------
+
+def kernel_prog_test_run(prog_fd: int, data: bytes = bytes(64), repeat: int = 1) -> tuple[int, int]:
+    """BPF_PROG_TEST_RUN in the host kernel; returns (retval (u32), errno)."""
+    data_in = ctypes.create_string_buffer(bytes(data), max(len(data), 1))
+    data_out = ctypes.create_string_buffer(max(len(data), 1) + 256)
+    attr = bytearray(80)
+    _struct.pack_into("<IIIIQQII", attr, 0, prog_fd, 0, len(data), len(data_out),
+                      ctypes.addressof(data_in), ctypes.addressof(data_out), repeat, 0)
+    ret, err = sys_bpf(10, attr)
+    if ret < 0:
+        return -1, err
+    return int.from_bytes(attr[4:8], "little"), 0
