@@ -1,3 +1,7 @@
 """pybpf: the eBPF subsystem of Linux, rebuilt in userspace Python."""
 
+from .map import Map
+from .syscall import bpf
+
 __version__ = "0.1.0"
+__all__ = ["bpf", "Map", "__version__"]
