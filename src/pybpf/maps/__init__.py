@@ -47,15 +47,12 @@ def _impl_class(map_type: int):
         S.HASH: HashMap, S.PERCPU_HASH: HashMap, S.LRU_HASH: HashMap,
         S.LRU_PERCPU_HASH: HashMap, S.HASH_OF_MAPS: HashMap,
     }
-    try:
-        from .lpm_trie import LpmTrieMap
-        from .queue_stack import QueueMap, StackMap
-        from .ringbuf import RingbufMap
-        from .bloom import BloomMap
-        table.update({S.LPM_TRIE: LpmTrieMap, S.QUEUE: QueueMap, S.STACK: StackMap,
-                      S.RINGBUF: RingbufMap, S.BLOOM_FILTER: BloomMap})
-    except ImportError:
-        pass
+    from .lpm_trie import LpmTrieMap
+    from .queue_stack import QueueMap, StackMap
+    from .ringbuf import RingbufMap
+    from .bloom import BloomMap
+    table.update({S.LPM_TRIE: LpmTrieMap, S.QUEUE: QueueMap, S.STACK: StackMap,
+                  S.RINGBUF: RingbufMap, S.BLOOM_FILTER: BloomMap})
     cls = table.get(map_type)
     if cls is None:
         raise OSError(errno.EINVAL, f"map type {S.type_name(map_type)} is not supported by pybpf")
