@@ -1,0 +1,349 @@
+"""Scalar range tracking: signed/unsigned 64- and 32-bit bounds kept in step with a tnum.
+
+Functions here work on any object with the scalar fields of
+:class:`~pybpf.verifier.regstate.Reg` (``var``, ``smin`` .. ``u32max``).  The
+deduction rules follow the ones Linux documents for its verifier: each bound
+family tightens the others until nothing changes (one round is enough in
+practice, as in the kernel).
+"""
+
+from __future__ import annotations
+
+from . import tnum
+
+U64 = (1 << 64) - 1
+U32 = (1 << 32) - 1
+S64_MIN, S64_MAX = -(1 << 63), (1 << 63) - 1
+S32_MIN, S32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def s64(v: int) -> int:
+    v &= U64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def s32(v: int) -> int:
+    v &= U32
+    return v - (1 << 32) if v >> 31 else v
+
+
+def limits(bits: int) -> tuple[int, int, int]:
+    """(signed min, signed max, unsigned max) of a ``bits``-wide integer."""
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1, (1 << bits) - 1)
+
+
+def mark_unknown(r) -> None:
+    r.var = tnum.UNKNOWN
+    r.smin, r.smax, r.umin, r.umax = S64_MIN, S64_MAX, 0, U64
+    r.s32min, r.s32max, r.u32min, r.u32max = S32_MIN, S32_MAX, 0, U32
+
+
+def mark_known(r, v: int) -> None:
+    v &= U64
+    r.var = (v, 0)
+    r.smin = r.smax = s64(v)
+    r.umin = r.umax = v
+    r.s32min = r.s32max = s32(v)
+    r.u32min = r.u32max = v & U32
+
+
+def mark_known32(r, v: int) -> None:
+    """Only the low 32 bits become known (upper bits keep their 64-bit facts)."""
+    v &= U32
+    r.var = tnum.with_subreg(r.var, (v, 0))
+    r.s32min = r.s32max = s32(v)
+    r.u32min = r.u32max = v
+
+
+def update_bounds(r) -> None:
+    v, m = r.var
+    v32, m32 = v & U32, m & U32
+    r.s32min = max(r.s32min, s32(v32 | (m32 & 0x80000000)))
+    r.s32max = min(r.s32max, s32(v32 | (m32 & 0x7FFFFFFF)))
+    r.u32min = max(r.u32min, v32)
+    r.u32max = min(r.u32max, v32 | m32)
+    r.smin = max(r.smin, s64(v | (m & (1 << 63))))
+    r.smax = min(r.smax, s64(v | (m & S64_MAX)))
+    r.umin = max(r.umin, v)
+    r.umax = min(r.umax, v | m)
+
+
+def _deduce32(r) -> None:
+    if (r.umin >> 32) == (r.umax >> 32):
+        r.u32min = max(r.u32min, r.umin & U32)
+        r.u32max = min(r.u32max, r.umax & U32)
+        if s32(r.umin) <= s32(r.umax):
+            r.s32min = max(r.s32min, s32(r.umin))
+            r.s32max = min(r.s32max, s32(r.umax))
+    if (r.smin >> 32) == (r.smax >> 32):
+        r.u32min = max(r.u32min, r.smin & U32)
+        r.u32max = min(r.u32max, r.smax & U32)
+        if s32(r.smin) <= s32(r.smax):
+            r.s32min = max(r.s32min, s32(r.smin))
+            r.s32max = min(r.s32max, s32(r.smax))
+    if s32(r.u32min) <= s32(r.u32max):
+        r.s32min = max(r.s32min, s32(r.u32min))
+        r.s32max = min(r.s32max, s32(r.u32max))
+    if (r.s32min & U32) <= (r.s32max & U32):
+        r.u32min = max(r.u32min, r.s32min & U32)
+        r.u32max = min(r.u32max, r.s32max & U32)
+
+
+def _deduce64(r) -> None:
+    if s64(r.umin) <= s64(r.umax):
+        r.smin = max(r.smin, s64(r.umin))
+        r.smax = min(r.smax, s64(r.umax))
+    if (r.smin & U64) <= (r.smax & U64):
+        r.umin = max(r.umin, r.smin & U64)
+        r.umax = min(r.umax, r.smax & U64)
+
+
+def _deduce_mixed(r) -> None:
+    hi_min, hi_max = r.umin & ~U32 & U64, r.umax & ~U32 & U64
+    r.umin = max(r.umin, hi_min | r.u32min)
+    r.umax = min(r.umax, hi_max | r.u32max)
+    r.smin = max(r.smin, s64((r.smin & ~U32 & U64) | r.u32min))
+    r.smax = min(r.smax, s64((r.smax & ~U32 & U64) | r.u32max))
+    if (r.s32min & U32) <= (r.s32max & U32):
+        lo, hi = r.s32min & U32, r.s32max & U32
+        r.umin = max(r.umin, (r.umin & ~U32 & U64) | lo)
+        r.umax = min(r.umax, (r.umax & ~U32 & U64) | hi)
+        r.smin = max(r.smin, s64((r.smin & ~U32 & U64) | lo))
+        r.smax = min(r.smax, s64((r.smax & ~U32 & U64) | hi))
+
+
+def bound_offset(r) -> None:
+    v64 = tnum.intersect(r.var, tnum.range_(r.umin, r.umax))
+    v32 = tnum.intersect(tnum.subreg(v64), tnum.range_(r.u32min, r.u32max))
+    hi = tnum.clear_subreg(v64)
+    r.var = (hi[0] | v32[0], hi[1] | v32[1])
+
+
+def sync(r) -> None:
+    """Bring every bound family and the tnum into agreement (kernel: reg_bounds_sync).
+
+    The steps are those of :func:`update_bounds`, the 32-bit, 64-bit and mixed
+    deductions and :func:`bound_offset`, done on local variables because this
+    runs for nearly every ALU instruction and branch.
+    """
+    v, m = r.var
+    if m == 0 and r.umin <= v <= r.umax and r.smin <= s64(v) <= r.smax:
+        mark_known(r, v)
+        return
+    smin, smax, umin, umax = r.smin, r.smax, r.umin, r.umax
+    s32min, s32max, u32min, u32max = r.s32min, r.s32max, r.u32min, r.u32max
+    for _ in (0, 1):
+        # from the tnum
+        v32, m32 = v & U32, m & U32
+        x = v32 | (m32 & 0x80000000)
+        x = x - (1 << 32) if x >> 31 else x
+        if x > s32min:
+            s32min = x
+        x = v32 | (m32 & 0x7FFFFFFF)
+        x = x - (1 << 32) if x >> 31 else x
+        if x < s32max:
+            s32max = x
+        if v32 > u32min:
+            u32min = v32
+        if (v32 | m32) < u32max:
+            u32max = v32 | m32
+        x = v | (m & (1 << 63))
+        x = x - (1 << 64) if x >> 63 else x
+        if x > smin:
+            smin = x
+        x = v | (m & S64_MAX)
+        if x < smax:
+            smax = x
+        if v > umin:
+            umin = v
+        if (v | m) < umax:
+            umax = v | m
+        if _:
+            break
+        # 32-bit facts from 64-bit ones
+        if (umin >> 32) == (umax >> 32):
+            u32min = max(u32min, umin & U32)
+            u32max = min(u32max, umax & U32)
+            a, b = s32(umin), s32(umax)
+            if a <= b:
+                s32min = max(s32min, a)
+                s32max = min(s32max, b)
+        if (smin >> 32) == (smax >> 32):
+            u32min = max(u32min, smin & U32)
+            u32max = min(u32max, smax & U32)
+            a, b = s32(smin), s32(smax)
+            if a <= b:
+                s32min = max(s32min, a)
+                s32max = min(s32max, b)
+        # upper halves two consecutive numbers, lower halves a range through zero
+        if ((umin >> 32) + 1) & U32 == (umax >> 32) & U32 and s32(umin) < 0 <= s32(umax):
+            s32min = max(s32min, s32(umin))
+            s32max = min(s32max, s32(umax))
+        if (((smin >> 32) + 1) & U32) == (smax >> 32) & U32 and s32(smin) < 0 <= s32(smax):
+            s32min = max(s32min, s32(smin))
+            s32max = min(s32max, s32(smax))
+        a, b = s32(u32min), s32(u32max)
+        if a <= b:
+            s32min = max(s32min, a)
+            s32max = min(s32max, b)
+        if (s32min & U32) <= (s32max & U32):
+            u32min = max(u32min, s32min & U32)
+            u32max = min(u32max, s32max & U32)
+        # signed and unsigned 64-bit facts
+        a, b = s64(umin), s64(umax)
+        if a <= b:
+            smin = max(smin, a)
+            smax = min(smax, b)
+        if (smin & U64) <= (smax & U64):
+            umin = max(umin, smin & U64)
+            umax = min(umax, smax & U64)
+        elif umax < (smin & U64):
+            # the signed range wraps through the sign boundary and the unsigned range
+            # overlaps only its non-negative end
+            smin = s64(umin)
+            umax = min(umax, smax & U64)
+        elif (smax & U64) < umin:
+            smax = s64(umax)
+            umin = max(umin, smin & U64)
+        # 64-bit facts from 32-bit ones
+        hi = ~U32 & U64
+        umin = max(umin, (umin & hi) | u32min)
+        umax = min(umax, (umax & hi) | u32max)
+        smin = max(smin, s64((smin & hi) | u32min))
+        smax = min(smax, s64((smax & hi) | u32max))
+        if (s32min & U32) <= (s32max & U32):
+            lo, up = s32min & U32, s32max & U32
+            umin = max(umin, (umin & hi) | lo)
+            umax = min(umax, (umax & hi) | up)
+            smin = max(smin, s64((smin & hi) | lo))
+            smax = min(smax, s64((smax & hi) | up))
+        a, b = s64(umin), s64(umax)
+        if a <= b:
+            smin = max(smin, a)
+            smax = min(smax, b)
+        if (smin & U64) <= (smax & U64):
+            umin = max(umin, smin & U64)
+            umax = min(umax, smax & U64)
+        # tnum from the ranges
+        if umin <= umax:
+            v, m = tnum.intersect((v, m), tnum.range_(umin, umax))
+        if u32min <= u32max:
+            v32, m32 = tnum.intersect((v & U32, m & U32), tnum.range_(u32min, u32max))
+            v = (v & hi) | v32
+            m = (m & hi) | m32
+    r.var = (v, m)
+    r.smin, r.smax, r.umin, r.umax = smin, smax, umin, umax
+    r.s32min, r.s32max, r.u32min, r.u32max = s32min, s32max, u32min, u32max
+
+
+def consistent(r) -> bool:
+    """False when the facts contradict each other: no value satisfies them all."""
+    return (r.smin <= r.smax and r.umin <= r.umax and r.s32min <= r.s32max
+            and r.u32min <= r.u32max and (r.var[0] & r.var[1]) == 0)
+
+
+def zext32(r) -> None:
+    """The register after a 32-bit operation: upper half zero, 64-bit bounds from the 32-bit ones."""
+    r.var = tnum.subreg(r.var)
+    r.umin, r.umax = r.u32min, r.u32max
+    r.smin, r.smax = r.u32min, r.u32max
+
+
+def truncate(r, size: int) -> None:
+    """Zero-extend the low ``size`` bytes (loads, BPF_END to_le, narrow casts)."""
+    if size >= 8:
+        return
+    bits = size * 8
+    mask = (1 << bits) - 1
+    r.var = tnum.cast(r.var, size)
+    if (r.umin >> bits) == (r.umax >> bits):
+        lo, hi = r.umin & mask, r.umax & mask
+    else:
+        lo, hi = 0, mask
+    r.umin, r.umax = lo, hi
+    r.smin, r.smax = lo, hi
+    if size < 4:
+        r.u32min, r.u32max = lo, hi
+        r.s32min, r.s32max = lo, hi
+    else:
+        r.u32min, r.u32max = lo, hi
+        r.s32min, r.s32max = S32_MIN, S32_MAX
+    sync(r)
+
+
+def sign_extend(r, size: int) -> None:
+    """Sign-extend the low ``size`` bytes to 64 bits (BPF_MEMSX loads, movsx)."""
+    bits = size * 8
+    smin, smax, _ = limits(bits)
+    if r.var[1] == 0:
+        v = r.var[0] & ((1 << bits) - 1)
+        if v >> (bits - 1):
+            v -= 1 << bits
+        mark_known(r, v)
+        return
+    lo, hi = smin, smax
+    if size < 8 and (r.umax >> (bits - 1)) == 0 and (r.umin >> (bits - 1)) == 0:
+        lo, hi = r.umin, r.umax   # sign bit known clear: same value
+    mark_unknown(r)
+    r.smin, r.smax = lo, hi
+    r.s32min, r.s32max = max(lo, S32_MIN), min(hi, S32_MAX)
+    sync(r)
+
+
+# --- arithmetic on ranges -----------------------------------------------------------------
+
+def add_range(a, b, bits):
+    """(smin, smax, umin, umax) of a + b at width ``bits``; a/b are the same 4-tuples."""
+    smin_l, smax_l, umax_l = limits(bits)
+    smin, smax = a[0] + b[0], a[1] + b[1]
+    if smin < smin_l or smax > smax_l:
+        smin, smax = smin_l, smax_l
+    umin, umax = a[2] + b[2], a[3] + b[3]
+    if umax > umax_l:
+        umin, umax = 0, umax_l
+    return smin, smax, umin, umax
+
+
+def sub_range(a, b, bits):
+    smin_l, smax_l, umax_l = limits(bits)
+    smin, smax = a[0] - b[1], a[1] - b[0]
+    if smin < smin_l or smax > smax_l:
+        smin, smax = smin_l, smax_l
+    if a[2] < b[3]:
+        umin, umax = 0, umax_l
+    else:
+        umin, umax = a[2] - b[3], a[3] - b[2]
+    return smin, smax, umin, umax
+
+
+def mul_range(a, b, bits):
+    smin_l, smax_l, umax_l = limits(bits)
+    umin, umax = a[2] * b[2], a[3] * b[3]
+    if umax > umax_l:
+        umin, umax = 0, umax_l
+    prods = (a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1])
+    smin, smax = min(prods), max(prods)
+    if smin < smin_l or smax > smax_l:
+        smin, smax = smin_l, smax_l
+    return smin, smax, umin, umax
+
+
+def bitwise_range(op, a, b, t, bits):
+    """Bounds of and/or/xor at width ``bits`` given the result tnum ``t`` (already that wide)."""
+    smin_l, smax_l, umax_l = limits(bits)
+    tmin, tmax = t[0], t[0] | t[1]
+    if op == "and":
+        umin, umax = tmin, min(a[3], b[3], tmax)
+    elif op == "or":
+        umin, umax = max(a[2], b[2], tmin), tmax
+    else:
+        umin, umax = tmin, tmax
+    if a[0] >= 0 and b[0] >= 0:
+        smin, smax = umin, umax
+        if smax > smax_l:
+            smin, smax = smin_l, smax_l
+    elif op == "and" and (a[0] >= 0 or b[0] >= 0):
+        smin, smax = 0, min(x[1] for x in (a, b) if x[0] >= 0)
+    else:
+        smin, smax = smin_l, smax_l
+    return smin, smax, umin, umax

@@ -1,0 +1,278 @@
+"""Conditional jumps: deciding outcomes, refining both sides, NULL checks and packet ranges."""
+
+from __future__ import annotations
+
+
+from ..isa import opcodes as op
+from ..isa.insn import Insn
+from . import bounds as B
+from . import tnum
+from .cfg import jump_target
+from .regstate import (OR_NULL_TYPES, PKT_TYPES, PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET,
+    PTR_TO_PACKET_END, PTR_TO_PACKET_META, SCALAR, Reg, mark_precise)
+from .state import State
+
+from .alu import ADD_CONST, scalar_alu
+from .env import _REV, _SWAP, MAX_PACKET_OFF, Env, PathDone, push_branch
+
+
+def _view(r: Reg, is32: bool):
+    if is32:
+        return r.s32min, r.s32max, r.u32min, r.u32max, tnum.subreg(r.var)
+    return r.smin, r.smax, r.umin, r.umax, r.var
+
+
+def branch_taken(d: Reg, s: Reg, o: int, is32: bool) -> int:
+    """1 if the jump is always taken, 0 if never, -1 if unknown."""
+    if d.is_pointer or s.is_pointer:
+        if d.is_pointer and not s.is_pointer and s.is_const and s.value == 0 and \
+                d.type in (PTR_TO_MAP_VALUE, PTR_TO_MEM) and not is32:
+            if o == op.JEQ:
+                return 0
+            if o == op.JNE:
+                return 1
+        return -1
+    dsmin, dsmax, dumin, dumax, dv = _view(d, is32)
+    ssmin, ssmax, sumin, sumax, sv = _view(s, is32)
+    if o == op.JEQ or o == op.JNE:
+        if dv[1] == 0 and sv[1] == 0:
+            eq = dv[0] == sv[0]
+            return int(eq) if o == op.JEQ else int(not eq)
+        disjoint = (dumin > sumax or dumax < sumin or dsmin > ssmax or dsmax < ssmin
+                    or (dv[0] ^ sv[0]) & ~(dv[1] | sv[1]))
+        if disjoint:
+            return 0 if o == op.JEQ else 1
+        return -1
+    if o == op.JSET:
+        if sv[1] == 0:
+            if dv[0] & sv[0]:
+                return 1
+            if not ((dv[0] | dv[1]) & sv[0]):
+                return 0
+        elif dv[1] == 0:
+            if dv[0] & sv[0]:
+                return 1
+            if not ((sv[0] | sv[1]) & dv[0]):
+                return 0
+        return -1
+    if o == op.JGT:
+        return 1 if dumin > sumax else 0 if dumax <= sumin else -1
+    if o == op.JGE:
+        return 1 if dumin >= sumax else 0 if dumax < sumin else -1
+    if o == op.JLT:
+        return 1 if dumax < sumin else 0 if dumin >= sumax else -1
+    if o == op.JLE:
+        return 1 if dumax <= sumin else 0 if dumin > sumax else -1
+    if o == op.JSGT:
+        return 1 if dsmin > ssmax else 0 if dsmax <= ssmin else -1
+    if o == op.JSGE:
+        return 1 if dsmin >= ssmax else 0 if dsmax < ssmin else -1
+    if o == op.JSLT:
+        return 1 if dsmax < ssmin else 0 if dsmin >= ssmax else -1
+    if o == op.JSLE:
+        return 1 if dsmax <= ssmin else 0 if dsmin > ssmax else -1
+    return -1
+
+
+def refine(d: Reg, s: Reg, o: int, is32: bool) -> bool:
+    """Narrow two scalars knowing ``d <o> s`` holds; False if that is impossible."""
+    if o in _SWAP and o not in (op.JEQ, op.JNE) and o in (op.JGT, op.JGE, op.JSGT, op.JSGE):
+        d, s, o = s, d, _SWAP[o]
+    if is32:
+        names = ("s32min", "s32max", "u32min", "u32max")
+    else:
+        names = ("smin", "smax", "umin", "umax")
+    smin_n, smax_n, umin_n, umax_n = names
+    g = getattr
+    if o == op.JEQ:
+        lo_u = max(g(d, umin_n), g(s, umin_n)); hi_u = min(g(d, umax_n), g(s, umax_n))
+        lo_s = max(g(d, smin_n), g(s, smin_n)); hi_s = min(g(d, smax_n), g(s, smax_n))
+        for r in (d, s):
+            setattr(r, umin_n, lo_u); setattr(r, umax_n, hi_u)
+            setattr(r, smin_n, lo_s); setattr(r, smax_n, hi_s)
+        if is32:
+            t = tnum.intersect(tnum.subreg(d.var), tnum.subreg(s.var))
+            d.var = tnum.with_subreg(d.var, t)
+            s.var = tnum.with_subreg(s.var, t)
+        else:
+            t = tnum.intersect(d.var, s.var)
+            d.var = s.var = t
+    elif o == op.JNE:
+        if not s.is_const and d.is_const:
+            d, s = s, d
+        if s.var[1] == 0 if not is32 else tnum.subreg(s.var)[1] == 0:
+            v = g(s, umin_n)
+            sv = g(s, smin_n)
+            if g(d, umin_n) == v:
+                setattr(d, umin_n, v + 1)
+            if g(d, umax_n) == v:
+                setattr(d, umax_n, v - 1)
+            if g(d, smin_n) == sv:
+                setattr(d, smin_n, sv + 1)
+            if g(d, smax_n) == sv:
+                setattr(d, smax_n, sv - 1)
+    elif o == op.JSET or o == -op.JSET:
+        if not s.is_const and d.is_const:
+            d, s = s, d
+        sv = tnum.subreg(s.var) if is32 else s.var
+        if sv[1] == 0:
+            val = sv[0]
+            if o == op.JSET:
+                if val and val & (val - 1) == 0:
+                    d.var = tnum.or_(d.var, (val, 0))
+                    d.var = (d.var[0], d.var[1] & ~val)
+            else:
+                d.var = tnum.and_(d.var, ((~val) & B.U64, 0))
+    elif o in (op.JLE, op.JLT, op.JSLE, op.JSLT):
+        strict = 1 if o in (op.JLT, op.JSLT) else 0
+        if o in (op.JLE, op.JLT):
+            mn, mx = umin_n, umax_n
+        else:
+            mn, mx = smin_n, smax_n
+        setattr(d, mx, min(g(d, mx), g(s, mx) - strict))
+        setattr(s, mn, max(g(s, mn), g(d, mn) + strict))
+    for r in (d, s):
+        if not B.consistent(r):
+            return False
+        B.sync(r)
+        if not B.consistent(r):
+            return False
+    return True
+
+
+def _mark_null(env: Env, st: State, rid: int, is_null: bool) -> None:
+    for r in st.all_regs():
+        if r.id == rid and r.type in OR_NULL_TYPES:
+            if is_null:
+                r.make_known(0)
+            else:
+                r.type = OR_NULL_TYPES[r.type]
+                if r.type == PTR_TO_MAP_VALUE:
+                    r.id = 0
+    if is_null:
+        st.refs = tuple(x for x in st.refs if x[0] != rid)
+
+
+def _good_pkt_pointers(st: State, dst: Reg, open_right: bool) -> None:
+    if dst.off < 0 or (dst.off == 0 and open_right):
+        return
+    if dst.umax > MAX_PACKET_OFF or dst.umax + dst.off > MAX_PACKET_OFF:
+        return
+    new_range = dst.off + (1 if open_right else 0)
+    t, i = dst.type, dst.id
+    for r in st.all_regs():
+        if r.type == t and r.id == i:
+            r.range = max(r.range, new_range)
+
+
+def _pkt_compare(env, taken: State, fall: State, ins: Insn, d: Reg, s: Reg, o: int) -> bool:
+    def pkt(r):
+        return r.type == PTR_TO_PACKET
+    def init_pkt(r):
+        return r.type == PTR_TO_PACKET and r.off == 0 and r.is_const and r.var[0] == 0
+    fwd = (pkt(d) and s.type == PTR_TO_PACKET_END) or (d.type == PTR_TO_PACKET_META and init_pkt(s))
+    rev = (d.type == PTR_TO_PACKET_END and pkt(s)) or (init_pkt(d) and s.type == PTR_TO_PACKET_META)
+    if not (fwd or rev):
+        return False
+    dn, sn = ins.dst, ins.src
+    T = lambda state, regno: state.cur.regs[regno]
+    if o == op.JGT:
+        if fwd:
+            _good_pkt_pointers(fall, T(fall, dn), False)
+        else:
+            _good_pkt_pointers(taken, T(taken, sn), True)
+    elif o == op.JLT:
+        if fwd:
+            _good_pkt_pointers(taken, T(taken, dn), True)
+        else:
+            _good_pkt_pointers(fall, T(fall, sn), False)
+    elif o == op.JGE:
+        if fwd:
+            _good_pkt_pointers(fall, T(fall, dn), True)
+        else:
+            _good_pkt_pointers(taken, T(taken, sn), False)
+    elif o == op.JLE:
+        if fwd:
+            _good_pkt_pointers(taken, T(taken, dn), False)
+        else:
+            _good_pkt_pointers(fall, T(fall, sn), True)
+    else:
+        return False
+    return True
+
+
+def _sync_linked(st: State, r: Reg) -> None:
+    """Give every register linked to ``r`` (same base id) the bounds ``r`` just learned."""
+    if r.type != SCALAR or not r.id:
+        return
+    base = r.id & ~ADD_CONST
+    for o in st.all_regs():
+        if o is r or o.type != SCALAR or (o.id & ~ADD_CONST) != base:
+            continue
+        new = r.copy()
+        delta = o.off - r.off
+        if delta:
+            scalar_alu(new, Reg.scalar(delta), op.ADD, True)
+        new.id, new.off = o.id, o.off
+        o.assign(new)
+
+
+
+
+def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
+    o = ins.code & 0xF0
+    is32 = ins.cls == op.JMP32
+    target = jump_target(env.insns, idx)
+    if o == op.JA:
+        return target
+    d = env.read_reg(st, ins.dst)
+    if ins.code & op.X:
+        s = env.read_reg(st, ins.src)
+        if env.is_pointer_value(s) and not (s.type in PKT_TYPES or s.type == PTR_TO_PACKET_END):
+            env.fail(f"R{ins.src} pointer comparison prohibited")
+    else:
+        s = Reg.scalar(ins.imm & B.U32 if is32 else ins.imm)
+    taken = branch_taken(d, s, o, is32)
+    if taken >= 0:
+        if d.type == SCALAR and s.type == SCALAR:
+            mark_precise(d)
+            mark_precise(s)
+        return target if taken else idx + 1
+    if env.is_pointer_value(d) and not (
+            o in (op.JEQ, op.JNE) and s.type == SCALAR and s.is_const and s.value == 0
+            and d.type in OR_NULL_TYPES) and d.type not in PKT_TYPES and d.type != PTR_TO_PACKET_END:
+        env.fail(f"R{ins.dst} pointer comparison prohibited")
+    xs = bool(ins.code & op.X)
+    if xs and d.type == SCALAR and s.type == SCALAR and d.origin != s.origin:
+        # Each side's bounds will be learned from the other's value.
+        d.origin = s.origin = d.origin | s.origin
+    other = st.copy()
+    fall_ok = taken_ok = True
+    if d.type == SCALAR and s.type == SCALAR:
+        od = other.cur.regs[ins.dst]
+        os_ = other.cur.regs[ins.src] if xs else s.copy()
+        fs = s if xs else s.copy()
+        taken_ok = refine(od, os_, o, is32)
+        fall_ok = refine(d, fs, _REV[o], is32)
+        if taken_ok:
+            _sync_linked(other, od)
+            if xs:
+                _sync_linked(other, os_)
+        if fall_ok:
+            _sync_linked(st, d)
+            if xs:
+                _sync_linked(st, s)
+    elif (o in (op.JEQ, op.JNE) and not is32 and d.type in OR_NULL_TYPES and s.type == SCALAR
+          and s.is_const and s.value == 0):
+        rid = d.id
+        _mark_null(env, other, rid, o == op.JEQ)
+        _mark_null(env, st, rid, o != op.JEQ)
+    elif not is32 and xs and d.is_pointer and s.is_pointer:
+        _pkt_compare(env, other, st, ins, d, s, o)
+    if taken_ok:
+        push_branch(env, other, target, idx)
+    if not fall_ok:
+        raise PathDone
+    return idx + 1
+
+

@@ -1,0 +1,259 @@
+"""Calls: helper prototypes applied to registers, bpf-to-bpf frames, and exits."""
+
+from __future__ import annotations
+
+import errno as E
+
+from ..isa import opcodes as op
+from ..isa.insn import Insn
+from . import bounds as B
+from . import helpers as H
+from . import tnum
+from .regstate import (CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE,
+    PTR_TO_MAP_VALUE_OR_NULL, PTR_TO_MEM, PTR_TO_MEM_OR_NULL, PTR_TO_PACKET, PTR_TO_PACKET_END,
+    PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
+from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame
+from .state import State
+
+from .env import MAX_VAR_OFF, Env, PathDone, VerifyError
+from .memory import _frame_of, _grow, _pkt_access_ok, check_mem_region, check_packet, stack_bounds
+
+
+_MEM_TYPES_MSG = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
+
+
+def helper_mem_access(env: Env, st: State, regno: int, size: int, write: bool, zero_ok: bool,
+                      allow_null: bool = False) -> None:
+    r = st.cur.regs[regno]
+    t = r.type
+    if t == SCALAR and allow_null and r.is_const and r.value == 0:
+        return
+    if t in PKT_TYPES:
+        check_packet(env, regno, r, r.off, size, zero_ok)
+    elif t == PTR_TO_MAP_VALUE:
+        if write and r.map.flags & 0x80:
+            env.fail(f"write into map forbidden, value_size={r.map.value_size} off={r.off} size={size}")
+        check_mem_region(env, regno, r, r.off, size, r.map.value_size, "map", zero_ok)
+    elif t == PTR_TO_MEM:
+        check_mem_region(env, regno, r, r.off, size, r.mem_size, "mem", zero_ok)
+    elif t == PTR_TO_STACK:
+        if size == 0 and zero_ok:
+            return
+        lo, hi = stack_bounds(env, regno, r, r.off, size, " write to" if write else " read from")
+        frame = _frame_of(st, r)
+        _grow(env, st, frame, lo)
+        for a in range(lo, hi):
+            spi, j = (-a - 1) // SLOT, (-a - 1) % SLOT
+            slot = frame.slot(spi)
+            if write:
+                if slot.types[SLOT - 1] == SPILL:
+                    slot.types = [x if x == INVALID else MISC for x in slot.types]
+                    slot.spilled = None
+                slot.types[j] = MISC
+                continue
+            ty = slot.types[j]
+            if ty in (MISC, "0"):
+                continue
+            if ty == SPILL:
+                if slot.spilled.type == SCALAR or env.priv:
+                    continue
+            if ty == INVALID and env.priv:
+                continue
+            if r.is_const:
+                env.fail(f"invalid read from stack R{regno} off {lo}+{a - lo} size {size}")
+            env.fail(f"invalid read from stack R{regno} var_off {tnum.fmt(r.var)}+{a - lo} size {size}")
+    else:
+        env.fail(f"R{regno} type={t} expected={_MEM_TYPES_MSG}")
+
+
+def _constant_key(st: State, r: Reg, key_size: int) -> int | None:
+    """The key a stack pointer points at, when it is a known constant (a spilled constant of
+    exactly the key's size, or zeroed bytes), else None."""
+    if r.type != PTR_TO_STACK or not r.is_const or key_size != 4:
+        return None
+    off = r.off + B.s64(r.var[0])
+    if off % 4:
+        return None
+    slot = _frame_of(st, r).peek((-off - 1) // SLOT)
+    if slot is None:
+        return None
+    j0 = (-off - 1) % SLOT
+    types = [slot.types[(j0 - i) % SLOT] for i in range(key_size)]
+    if all(t == ZERO for t in types):
+        return 0
+    if slot.types[SLOT - 1] == SPILL and off % SLOT == 0 and slot.spill_size() == key_size \
+            and slot.spilled.is_const:
+        return slot.spilled.value & 0xFFFFFFFF
+    return None
+
+
+def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
+    fid = ins.imm
+    if fid < 0 or fid >= H.MAX_HELPER_ID:
+        env.fail(f"invalid func {H.helper_name(fid)}#{fid}", E.EINVAL)
+    proto = H.lookup(fid, env.prog_type, env.priv)
+    if proto is None:
+        env.fail(f"program of this type cannot use helper {H.helper_name(fid)}#{fid}", E.EINVAL)
+    if proto.gpl_only and not env.gpl:
+        env.fail("cannot call GPL-restricted function from non-GPL compatible program", E.EINVAL)
+    env.helpers_used.add(fid)
+    regs = st.cur.regs
+    meta_map = None
+    key_const = None
+    mem_regno = None
+    mem_write = False
+    mem_null = False
+    alloc_size = 0
+    release_ref = 0
+    for i, kind in enumerate(proto.args):
+        regno = i + 1
+        r = env.read_reg(st, regno)
+        if r.type in PKT_TYPES and not (fid in H.PKT_ACCESS and _pkt_access_ok(env.prog_type)):
+            env.fail("helper access to the packet is not allowed")
+        if kind == H.ANYTHING:
+            if env.is_pointer_value(r):
+                env.fail(f"R{regno} leaks addr into helper function")
+        elif kind == H.CONST_MAP_PTR:
+            if r.type != CONST_PTR_TO_MAP:
+                env.fail(f"R{regno} type={r.type} expected=map_ptr")
+            meta_map = r.map
+            if not H.map_compatible(proto, meta_map.map_type):
+                if fid == 12:
+                    # Linux prints this one without a newline: the stats line follows on the same line.
+                    env.log.write("expected prog array map for tail call")
+                    raise VerifyError("expected prog array map for tail call", E.EINVAL, logged=True)
+                env.fail(f"cannot pass map_type {meta_map.map_type} into func {proto.name}#{fid}", E.EINVAL)
+        elif kind in (H.MAP_KEY, H.MAP_VALUE, H.MAP_VALUE_UNINIT):
+            if meta_map is None:
+                env.fail(f"invalid map_ptr to access map->{'key' if kind == H.MAP_KEY else 'value'}")
+            if r.type not in (PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_VALUE, PTR_TO_MEM):
+                env.fail(f"R{regno} type={r.type} expected={_MEM_TYPES_MSG}")
+            size = meta_map.key_size if kind == H.MAP_KEY else meta_map.value_size
+            helper_mem_access(env, st, regno, size, kind == H.MAP_VALUE_UNINIT, False)
+            if kind == H.MAP_KEY and fid == 1 and meta_map.map_type in (H.MAP_ARRAY, H.MAP_PERCPU_ARRAY):
+                key_const = _constant_key(st, r, meta_map.key_size)
+        elif kind in (H.MEM, H.MEM_OR_NULL, H.UNINIT_MEM, H.UNINIT_MEM_OR_NULL):
+            null_ok = kind in (H.MEM_OR_NULL, H.UNINIT_MEM_OR_NULL)
+            if not (null_ok and r.type == SCALAR and r.is_const and r.value == 0):
+                if r.type not in (PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_VALUE,
+                                  PTR_TO_MEM):
+                    env.fail(f"R{regno} type={r.type} expected={_MEM_TYPES_MSG}")
+            mem_regno = regno
+            mem_write = kind in (H.UNINIT_MEM, H.UNINIT_MEM_OR_NULL)
+            mem_null = null_ok
+        elif kind in (H.CONST_SIZE, H.CONST_SIZE_OR_ZERO):
+            if r.type != SCALAR:
+                env.fail(f"R{regno} type={r.type} expected=scalar")
+            zero_ok = kind == H.CONST_SIZE_OR_ZERO
+            mark_precise(r)
+            if r.smin < 0:
+                env.fail(f"R{regno} min value is negative, either use unsigned or 'var &= const'")
+            if r.umin == 0 and not zero_ok:
+                env.fail(f"R{regno} invalid zero-sized read: u64=[{r.umin},{r.umax}]")
+            if r.umax >= MAX_VAR_OFF:
+                env.fail(f"R{regno} unbounded memory access, use 'var &= const' or 'if (var < const)'")
+            if mem_regno is not None:
+                pr = regs[mem_regno]
+                if not (mem_null and pr.type == SCALAR):
+                    helper_mem_access(env, st, mem_regno, r.umax, mem_write, zero_ok or r.umin == 0)
+        elif kind == H.CONST_ALLOC_SIZE_OR_ZERO:
+            mark_precise(r)
+            if r.type != SCALAR or not r.is_const:
+                env.fail(f"R{regno} is not a known constant'")
+            alloc_size = r.value
+        elif kind == H.CTX:
+            if r.type != PTR_TO_CTX:
+                env.fail(f"R{regno} type={r.type} expected=ctx")
+            if r.off:
+                env.fail(f"dereference of modified ctx ptr R{regno} off={r.off} disallowed")
+        elif kind == H.ALLOC_MEM:
+            if r.type != PTR_TO_MEM or not r.ref_obj_id:
+                env.fail(f"R{regno} type={r.type} expected=ringbuf_mem")
+            if r.off or not r.is_const or r.var[0]:
+                env.fail(f"R{regno} must have zero offset when passed to release func or trusted arg to kfunc",
+                         E.EINVAL)
+            release_ref = r.ref_obj_id
+        elif kind == H.CONST_STR:
+            if r.type != PTR_TO_MAP_VALUE or not (r.map.flags & 0x80):
+                env.fail(f"R{regno} does not point to a readonly map'")
+    if release_ref:
+        if not any(x[0] == release_ref for x in st.refs):
+            env.fail(f"release reference to an unacquired id {release_ref}", E.EINVAL)
+        st.refs = tuple(x for x in st.refs if x[0] != release_ref)
+        for r in st.all_regs():
+            if r.ref_obj_id == release_ref:
+                if env.priv:
+                    r.make_unknown()
+                else:
+                    r.make_not_init()
+    if fid == 12:
+        env.has_tail_call = True
+    for i in range(1, 6):
+        regs[i].make_not_init()
+        env.scratched.add(i)
+    r0 = regs[0]
+    env.scratched.add(0)
+    if proto.ret == H.RET_INTEGER:
+        r0.make_unknown()
+    elif proto.ret == H.RET_VOID:
+        r0.make_not_init()
+    elif proto.ret == H.RET_MAP_VALUE_OR_NULL:
+        if key_const is not None and key_const < meta_map.max_entries:
+            # An array lookup with a constant in-bounds key cannot fail (Linux 6.13+).
+            r0.assign(Reg.pointer(PTR_TO_MAP_VALUE, map=meta_map))
+        else:
+            r0.assign(Reg.pointer(PTR_TO_MAP_VALUE_OR_NULL, map=meta_map, id=env.new_id()))
+    elif proto.ret == H.RET_ALLOC_MEM_OR_NULL:
+        rid = env.new_id()
+        r0.assign(Reg.pointer(PTR_TO_MEM_OR_NULL, id=rid, ref_obj_id=rid, mem_size=alloc_size))
+        st.refs = st.refs + ((rid, idx),)
+    if proto.changes_pkt_data:
+        for r in st.all_regs():
+            if r.type in PKT_TYPES or r.type == PTR_TO_PACKET_END:
+                if env.priv:
+                    r.make_unknown()
+                else:
+                    r.make_not_init()
+
+
+def do_pseudo_call(env: Env, st: State, idx: int, ins: Insn) -> int:
+    target = idx + ins.imm + 1
+    if len(st.frames) >= op.MAX_CALL_FRAMES:
+        env.fail(f"the call stack of {len(st.frames) + 1} frames is too deep", E.E2BIG)
+    caller = st.cur
+    sub = env.cfg.subprog_starts.index(target)
+    callee = Frame(frameno=len(st.frames), callsite=idx, subprog=sub)
+    for i in range(1, 6):
+        callee.regs[i] = caller.regs[i].copy()
+    for i in range(0, 6):
+        caller.regs[i].make_not_init()
+    if env.log.on:
+        env.log.write("caller:\n" + env.reg_str(st, all_=True) + "\n")
+    st.frames.append(callee)
+    if env.log.on:
+        env.log.write("callee:\n" + env.reg_str(st, all_=True) + "\n")
+    return target
+
+
+def do_exit(env: Env, st: State, idx: int) -> int:
+    r0 = st.cur.regs[0]
+    if len(st.frames) > 1:
+        if r0.type == PTR_TO_STACK and r0.frameno == st.cur.frameno:
+            env.fail("cannot return stack pointer to the caller", E.EINVAL)
+        if env.log.on:
+            env.log.write("returning from callee:\n" + env.reg_str(st, all_=True) + "\n")
+        callee = st.frames.pop()
+        st.cur.regs[0].assign(r0)
+        if env.log.on:
+            env.log.write(f"to caller at {callee.callsite + 1}:\n" + env.reg_str(st, all_=True) + "\n")
+        return callee.callsite + 1
+    if st.refs:
+        for rid, at in st.refs:
+            env.log.write(f"Unreleased reference id={rid} alloc_insn={at}\n")
+        env.fail("BPF_EXIT instruction in main prog would lead to reference leak", E.EINVAL)
+    env.read_reg(st, 0)
+    if env.is_pointer_value(r0):
+        env.fail("R0 leaks addr as return value")
+    raise PathDone
+
+

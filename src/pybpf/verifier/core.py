@@ -1,0 +1,215 @@
+"""The path-exploring abstract interpreter at the heart of the verifier.
+
+Starting from the entry state, every instruction is applied to an abstract
+state (types and value ranges of registers and stack slots).  A conditional
+jump whose outcome is not known splits the path: the taken side is pushed on
+a stack and explored later, depth first, as Linux does.  At prune points the
+current state is compared with states already proved safe there; a state
+they subsume is not explored again.  An in-progress state that reappears
+unchanged at a loop header is an infinite loop.
+"""
+
+from __future__ import annotations
+
+import errno as E
+
+from ..isa import opcodes as op
+from ..isa.insn import Insn, check_insn
+from .log import format_insn
+from .regstate import SCALAR, mark_precise
+from .stack import SLOT, SPILL
+from .state import Checkpoint, State, states_equal
+
+from .env import Env, PathDone, VerifyError, push_branch
+from .alu import do_alu, scalar_alu
+from .memory import do_atomic, do_ld, do_ldx, do_store
+from .branches import do_jmp
+from .calls import do_exit, do_helper_call, do_pseudo_call
+
+__all__ = ["Env", "VerifyError", "PathDone", "explore", "step", "scalar_alu"]
+
+
+def _live_masks(env: Env, st: State, idx: int) -> list[int]:
+    frames = st.frames
+    live = env.cfg.live_in
+    masks = []
+    for k in range(len(frames)):
+        if k == len(frames) - 1:
+            masks.append(live[idx] | (1 << 10))
+        else:
+            masks.append(live[frames[k + 1].callsite + 1] | 0x3C0 | (1 << 10))
+    return masks
+
+
+def _propagate_precision(old: State, cur: State) -> None:
+    """A state pruned by ``old`` relies on the values ``old`` needed exactly: mark them in ``cur``."""
+    for fo, fc in zip(old.frames, cur.frames):
+        for ro, rc in zip(fo.regs, fc.regs):
+            if ro.precise and rc.type == SCALAR:
+                mark_precise(rc)
+        for so, sc in zip(fo.stack, fc.stack):
+            if so.spilled is not None and so.spilled.precise and sc.spilled is not None \
+                    and sc.types[SLOT - 1] == SPILL:
+                mark_precise(sc.spilled)
+
+
+def is_state_visited(env: Env, st: State, idx: int) -> bool:
+    lst = env.explored.get(idx)
+    add = env.jmps - env.prev_jmps >= 2 and env.processed - env.prev_insns >= 8
+    masks = None
+    if lst:
+        masks = _live_masks(env, st, idx)
+        env.max_states_per_insn = max(env.max_states_per_insn, len(lst))
+        keep = []
+        hit = False
+        for cp in lst:
+            if hit:
+                keep.append(cp)
+                continue
+            if cp.branches > 0:
+                if states_equal(cp.state, st, masks, True, env.priv):
+                    if env.log.on:
+                        env.log.write(f"infinite loop detected at insn {idx}\n")
+                        env.log.write("cur state:" + env.reg_str(st, all_=True) + "\n")
+                        env.log.write("old state:" + env.reg_str(cp.state, all_=True) + "\n")
+                    raise VerifyError(f"infinite loop detected at insn {idx}", E.EINVAL, logged=True)
+                if env.jmps - env.prev_jmps < 20 and env.processed - env.prev_insns < 100:
+                    add = False
+            elif states_equal(cp.state, st, masks, False, env.priv):
+                cp.hit += 1
+                hit = True
+                _propagate_precision(cp.state, st)
+                keep.append(cp)
+                continue
+            # Count a miss only when a state will be added, so that a loop does not evict
+            # the states of its earlier iterations (the same heuristic as Linux).
+            if add:
+                cp.miss += 1
+            if cp.miss > cp.hit * 3 + 3:
+                env.cur_states -= 1
+                continue
+            keep.append(cp)
+        env.explored[idx] = keep
+        if hit:
+            return True
+    if add:
+        cp = Checkpoint(st.copy(), st.parent, idx)
+        for live_r, stored_r in zip(st.all_regs(), cp.state.all_regs()):
+            if live_r.type == SCALAR:
+                live_r.origin = frozenset((stored_r,))
+        st.parent = cp
+        env.explored.setdefault(idx, []).append(cp)
+        env.total_states += 1
+        env.cur_states += 1
+        env.peak_states = max(env.peak_states, env.cur_states)
+        env.prev_jmps = env.jmps
+        env.prev_insns = env.processed
+    return False
+
+
+def _finish_path(st: State) -> None:
+    cp = st.parent
+    while cp is not None:
+        cp.branches -= 1
+        if cp.branches:
+            break
+        cp = cp.parent
+
+
+def _check_insn(env: Env, ins: Insn) -> None:
+    if ins.dst > 10:
+        env.fail(f"R{ins.dst} is invalid", E.EINVAL)
+    if ins.src > 10 and ins.code != op.LD_IMM64:
+        env.fail(f"R{ins.src} is invalid", E.EINVAL)
+    reason = check_insn(ins)
+    if reason:
+        env.fail(reason, E.EINVAL)
+
+
+def step(env: Env, st: State, idx: int) -> int:
+    """Apply instruction ``idx`` to ``st``; return the next instruction index."""
+    ins = env.insns[idx]
+    if idx not in env.checked:
+        _check_insn(env, ins)
+        env.checked.add(idx)
+    cls = ins.cls
+    if cls in (op.ALU, op.ALU64):
+        do_alu(env, st, idx, ins)
+        return idx + 1
+    if cls == op.LDX:
+        do_ldx(env, st, idx, ins)
+        return idx + 1
+    if cls == op.STX:
+        if (ins.code & 0xE0) == op.ATOMIC:
+            do_atomic(env, st, idx, ins)
+        else:
+            do_store(env, st, idx, ins)
+        return idx + 1
+    if cls == op.ST:
+        do_store(env, st, idx, ins)
+        return idx + 1
+    if cls == op.LD:
+        return idx + do_ld(env, st, idx, ins)
+    code = ins.code
+    env.jmps += 1
+    if code == op.OP_EXIT:
+        return do_exit(env, st, idx)
+    if code == op.OP_CALL:
+        if ins.src == op.PSEUDO_CALL:
+            return do_pseudo_call(env, st, idx, ins)
+        do_helper_call(env, st, idx, ins)
+        return idx + 1
+    if code == op.OP_CALLX:
+        env.fail("unknown opcode 8d", E.EINVAL)
+    return do_jmp(env, st, idx, ins)
+
+
+def explore(env: Env, st: State) -> None:
+    """Explore every path from ``st`` at instruction 0; raises VerifyError on the first unsafe one."""
+    log = env.log
+    idx, prev = 0, -1
+    print_state = True
+    prune_points = env.cfg.prune_points
+    while True:
+        try:
+            while True:
+                env.processed += 1
+                if env.processed > env.max_insns:
+                    env.fail(f"BPF program is too large. Processed {env.processed} insn", E.E2BIG)
+                if idx in prune_points and is_state_visited(env, st, idx):
+                    if log.on:
+                        if print_state and prev >= 0 and log.level & 2:
+                            log.write(f"\nfrom {prev} to {idx}: safe\n")
+                        else:
+                            log.write(f"{idx}: safe\n")
+                    raise PathDone
+                env.idx = idx
+                if log.on:
+                    if print_state:
+                        if prev >= 0 and log.level & 2:
+                            log.write(f"\nfrom {prev} to {idx}:{env.reg_str(st, all_=True)}\n")
+                        else:
+                            log.write(f"{idx}:{env.reg_str(st, all_=True)}\n")
+                    log.insn(idx, format_insn(env.insns, idx))
+                    env.scratched.clear()
+                    env.scratched_slots.clear()
+                print_state = False
+                nxt = step(env, st, idx)
+                if log.on:
+                    ins = env.insns[idx]
+                    if ins.code == op.OP_EXIT or (ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL):
+                        print_state = ins.code != op.OP_EXIT
+                        prev = -1
+                    else:
+                        if env.scratched or env.scratched_slots:
+                            log.state_after_insn(idx, env.reg_str(st))
+                idx = nxt
+        except PathDone:
+            _finish_path(st)
+            if not env.pending:
+                return
+            st, idx, prev, pos = env.pending.pop()
+            if not (log.level & 2):
+                log.reset(pos)
+            print_state = True
+

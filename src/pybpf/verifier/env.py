@@ -1,0 +1,133 @@
+"""The exploration's shared context (:class:`Env`), its errors, and branch pushing."""
+
+from __future__ import annotations
+
+import errno as E
+
+from ..isa import opcodes as op
+from ..isa.insn import Insn
+from . import context as ctxdesc
+from .cfg import Cfg
+from .log import Log
+from .regstate import NOT_INIT, Reg, fmt_reg
+from .stack import fmt_slots
+from .state import Checkpoint, State
+
+MAX_BPF_STACK = 512
+MAX_VAR_OFF = 1 << 29
+MAX_PACKET_OFF = 0xFFFF
+MAX_JMP_SEQ = 8192
+
+_ALU_STR = {op.ADD: "+=", op.SUB: "-=", op.MUL: "*=", op.DIV: "/=", op.OR: "|=", op.AND: "&=",
+            op.LSH: "<<=", op.RSH: ">>=", op.NEG: "neg", op.MOD: "%=", op.XOR: "^=", op.MOV: "=",
+            op.ARSH: "s>>=", op.END: "endian"}
+_REV = {op.JEQ: op.JNE, op.JNE: op.JEQ, op.JGT: op.JLE, op.JLE: op.JGT, op.JGE: op.JLT,
+        op.JLT: op.JGE, op.JSGT: op.JSLE, op.JSLE: op.JSGT, op.JSGE: op.JSLT, op.JSLT: op.JSGE,
+        op.JSET: -op.JSET}
+_SWAP = {op.JGT: op.JLT, op.JLT: op.JGT, op.JGE: op.JLE, op.JLE: op.JGE, op.JSGT: op.JSLT,
+         op.JSLT: op.JSGT, op.JSGE: op.JSLE, op.JSLE: op.JSGE, op.JEQ: op.JEQ, op.JNE: op.JNE}
+
+
+class VerifyError(Exception):
+    """An unsafe or malformed program; ``logged`` means the text is already in the log."""
+
+    def __init__(self, msg: str, errno_: int = E.EACCES, logged: bool = False):
+        super().__init__(msg)
+        self.msg = msg
+        self.errno = errno_
+        self.logged = logged
+
+
+class PathDone(Exception):
+    """The current path reached its end (exit of the main program, or pruned)."""
+
+
+class Env:
+    """Everything one verification shares across paths: the program, its maps, the options,
+    the log, the stored states per instruction, the pending branches and the statistics."""
+
+    def __init__(self, insns: list[Insn], cfg: Cfg, *, prog_type: int, maps, license_gpl: bool,
+                 privileged: bool, expected_attach_type: int, log: Log, max_insns: int):
+        self.insns = insns
+        self.n = len(insns)
+        self.cfg = cfg
+        self.prog_type = prog_type
+        self.maps = maps
+        self.gpl = license_gpl
+        self.priv = privileged
+        self.eat = expected_attach_type
+        self.log = log
+        self.max_insns = max_insns
+        self.id_gen = 0
+        self.processed = 0
+        self.explored: dict[int, list[Checkpoint]] = {}
+        self.pending: list = []
+        self.total_states = 0
+        self.cur_states = 0
+        self.peak_states = 0
+        self.max_states_per_insn = 0
+        self.jmps = 0
+        self.prev_jmps = 0
+        self.prev_insns = 0
+        self.stack_depth = [0] * len(cfg.subprog_starts)
+        self.ctx_rewrites: dict[int, ctxdesc.Access] = {}
+        self.helpers_used: set[int] = set()
+        self.maps_used: set[int] = set()
+        self.scratched: set[int] = set()
+        self.scratched_slots: set[int] = set()
+        self.map_refs = {}
+        self.has_tail_call = False
+        self.idx = 0
+        self.checked: set[int] = set()
+
+    # ---- small utilities -------------------------------------------------------------------
+    def new_id(self) -> int:
+        self.id_gen += 1
+        return self.id_gen
+
+    def fail(self, msg: str, errno_: int = E.EACCES):
+        raise VerifyError(msg, errno_)
+
+    def reg_str(self, st: State, regs=None, all_=False) -> str:
+        f = st.cur
+        parts = []
+        if f.frameno:
+            parts.append(f" frame{f.frameno}:")
+        for i, r in enumerate(f.regs):
+            if r.type == NOT_INIT:
+                continue
+            if all_ or i in self.scratched:
+                parts.append(f" R{i}={fmt_reg(r, f.frameno)}")
+        only = None if all_ else self.scratched_slots
+        parts.extend(" " + s for s in fmt_slots(f, only, lambda r: fmt_reg(r, f.frameno)))
+        return "".join(parts)
+
+    # ---- register access checks -----------------------------------------------------------
+    def read_reg(self, st: State, regno: int) -> Reg:
+        r = st.cur.regs[regno]
+        self.scratched.add(regno)
+        if r.type == NOT_INIT:
+            self.fail(f"R{regno} !read_ok")
+        return r
+
+    def check_write(self, regno: int) -> None:
+        self.scratched.add(regno)
+        if regno == 10:
+            self.fail("frame pointer is read only")
+
+    def is_pointer_value(self, r: Reg) -> bool:
+        return not self.priv and r.is_pointer
+
+
+
+
+
+
+def push_branch(env: Env, st: State, idx: int, prev: int) -> None:
+    if st.parent is not None:
+        st.parent.branches += 1
+    env.pending.append((st, idx, prev, env.log.pos()))
+    if len(env.pending) > MAX_JMP_SEQ:
+        env.fail(f"The sequence of {len(env.pending)} jumps is too complex.", E.E2BIG)
+
+

@@ -1,0 +1,175 @@
+"""The verifier state of one path (its call frames and held references), the stored
+checkpoints, and the equivalence test that lets a path be pruned."""
+
+from __future__ import annotations
+
+from .regstate import (NOT_INIT, PKT_TYPES, PTR_TO_STACK, SCALAR, Reg)
+from .stack import INVALID, MISC, SLOT, SPILL, Frame, Slot
+
+
+class State:
+    __slots__ = ("frames", "refs", "parent")
+
+    def __init__(self, frames: list[Frame], refs: tuple = (), parent=None):
+        self.frames = frames
+        self.refs = refs            # ((id, alloc_insn), ...) of acquired ringbuf records
+        self.parent = parent        # the nearest Checkpoint on this path
+
+    @property
+    def cur(self) -> Frame:
+        return self.frames[-1]
+
+    def copy(self) -> "State":
+        return State([f.copy() for f in self.frames], self.refs, self.parent)
+
+    def all_regs(self):
+        """Every register and spilled register of every frame (for id-wide updates)."""
+        for f in self.frames:
+            yield from f.regs
+            for s in f.stack:
+                if s.spilled is not None and s.types[SLOT - 1] == SPILL:
+                    yield s.spilled
+
+
+class Checkpoint:
+    """A state stored at a prune point; ``branches`` counts paths below it still being explored."""
+    __slots__ = ("state", "parent", "branches", "insn", "hit", "miss")
+
+    def __init__(self, state: State, parent, insn: int):
+        self.state = state
+        self.parent = parent
+        self.branches = 1
+        self.insn = insn
+        self.hit = 0
+        self.miss = 0
+
+
+class IdMap:
+    """A consistent one-to-one renaming of ids between an old and a current state."""
+    __slots__ = ("fwd", "back", "tmp")
+
+    def __init__(self):
+        self.fwd: dict[int, int] = {}
+        self.back: dict[int, int] = {}
+        self.tmp = 1 << 40
+
+    def check(self, old: int, cur: int) -> bool:
+        if not old and not cur:
+            return True
+        if not old or not cur:
+            return False
+        a = self.fwd.get(old)
+        b = self.back.get(cur)
+        if a is None and b is None:
+            self.fwd[old] = cur
+            self.back[cur] = old
+            return True
+        return a == cur and b == old
+
+    def check_scalar(self, old: int, cur: int) -> bool:
+        if not old:
+            self.tmp += 1
+            old = self.tmp
+        if not cur:
+            self.tmp += 1
+            cur = self.tmp
+        return self.check(old, cur)
+
+
+def _range_within(o: Reg, c: Reg) -> bool:
+    return (o.smin <= c.smin and o.smax >= c.smax and o.umin <= c.umin and o.umax >= c.umax
+            and o.s32min <= c.s32min and o.s32max >= c.s32max and o.u32min <= c.u32min
+            and o.u32max >= c.u32max)
+
+
+def _tnum_in(a, b) -> bool:
+    if b[1] & ~a[1]:
+        return False
+    return (b[0] & ~a[1]) == a[0]
+
+
+def regsafe(o: Reg, c: Reg, idmap: IdMap, exact: bool) -> bool:
+    if exact:
+        if o.type != c.type:
+            return False
+        if o.type == NOT_INIT:
+            return True
+        if (o.off, o.var, o.smin, o.smax, o.umin, o.umax, o.s32min, o.s32max, o.u32min, o.u32max,
+                o.map, o.range, o.mem_size, o.frameno, o.subprog) != \
+           (c.off, c.var, c.smin, c.smax, c.umin, c.umax, c.s32min, c.s32max, c.u32min, c.u32max,
+                c.map, c.range, c.mem_size, c.frameno, c.subprog):
+            return False
+        return idmap.check_scalar(o.id, c.id) and idmap.check(o.ref_obj_id, c.ref_obj_id)
+    if o.type == NOT_INIT:
+        return True
+    if o.type != c.type:
+        return False
+    if o.type == SCALAR:
+        if not o.precise:
+            return True
+        if (o.id >> 31) != (c.id >> 31) or o.off != c.off:
+            return False
+        return _range_within(o, c) and _tnum_in(o.var, c.var) and idmap.check_scalar(o.id, c.id)
+    if o.off != c.off or o.map is not c.map and o.map != c.map:
+        return False
+    if not (_range_within(o, c) and _tnum_in(o.var, c.var)):
+        return False
+    if o.type in PKT_TYPES:
+        if c.range < o.range:
+            return False
+    elif o.type == PTR_TO_STACK:
+        if o.frameno != c.frameno:
+            return False
+    if o.mem_size != c.mem_size or o.subprog != c.subprog:
+        return False
+    return idmap.check(o.id, c.id) and idmap.check(o.ref_obj_id, c.ref_obj_id)
+
+
+_EMPTY = Slot()
+
+
+def stacksafe(o: Frame, c: Frame, idmap: IdMap, exact: bool, privileged: bool) -> bool:
+    n = max(len(o.stack), len(c.stack))
+    for spi in range(n):
+        os_ = o.stack[spi] if spi < len(o.stack) else _EMPTY
+        cs = c.stack[spi] if spi < len(c.stack) else _EMPTY
+        if exact:
+            if os_.types != cs.types:
+                return False
+            if os_.types[SLOT - 1] == SPILL and not regsafe(os_.spilled, cs.spilled, idmap, True):
+                return False
+            continue
+        ot, ct = os_.types, cs.types
+        for j in range(SLOT):
+            t = ot[j]
+            if t == INVALID or (privileged and t == MISC):
+                continue
+            if t != ct[j]:
+                return False
+        if ot[SLOT - 1] == SPILL:
+            if not regsafe(os_.spilled, cs.spilled, idmap, False):
+                return False
+    return True
+
+
+def states_equal(old: State, cur: State, live_masks: list[int], exact: bool, privileged: bool) -> bool:
+    if len(old.frames) != len(cur.frames):
+        return False
+    idmap = IdMap()
+    for fo, fc, live in zip(old.frames, cur.frames, live_masks):
+        if fo.callsite != fc.callsite:
+            return False
+        ro, rc = fo.regs, fc.regs
+        for i in range(11):
+            if not exact and not (live >> i) & 1:
+                continue
+            if not regsafe(ro[i], rc[i], idmap, exact):
+                return False
+        if not stacksafe(fo, fc, idmap, exact, privileged):
+            return False
+    if len(old.refs) != len(cur.refs):
+        return False
+    for (oi, _), (ci, _) in zip(old.refs, cur.refs):
+        if not idmap.check(oi, ci):
+            return False
+    return True

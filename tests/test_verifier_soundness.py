@@ -1,0 +1,373 @@
+"""Soundness: every random program the verifier accepts must run in the interpreter without a
+memory-safety error (the interpreter's checked memory acts as the sanitizer), and the range
+facts the verifier derives for ALU results must hold for concrete values.
+
+The default run checks a few thousand programs; ``--runslow`` checks many more.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pybpf.isa import opcodes as op
+from pybpf.isa.insn import Insn, ldimm64
+from pybpf.verifier import MapInfo, verify
+from pybpf.verifier import bounds as B
+from pybpf.verifier import progtypes, tnum
+from pybpf.verifier.alu import scalar_alu
+from pybpf.verifier.regstate import Reg
+from pybpf.vm import VM, VmError
+
+MAP_FD = 7
+MAP = MapInfo(2, 4, 16, 4)          # array: key u32, value 16 bytes, 4 entries
+SIZES = [op.B, op.H, op.W, op.DW]
+ALU_OPS = [op.ADD, op.SUB, op.MUL, op.DIV, op.OR, op.AND, op.LSH, op.RSH, op.MOD, op.XOR, op.ARSH]
+JMP_OPS = [op.JEQ, op.JGT, op.JGE, op.JSET, op.JNE, op.JSGT, op.JSGE, op.JLT, op.JLE, op.JSLT, op.JSLE]
+
+
+def _gen_program(rng: random.Random) -> list[Insn]:
+    """A random straight-line-with-forward-branches program over ctx, stack and one array map."""
+    body: list[list[Insn]] = []
+    regs = [0, 2, 3, 4, 5, 7, 8, 9]
+    n = rng.randint(4, 28)
+    for _ in range(n):
+        k = rng.random()
+        d = rng.choice(regs)
+        s = rng.choice(regs + [10, 6])
+        if k < 0.15:
+            body.append([Insn(op.ALU64 | op.MOV | op.K, d, 0, 0, rng.choice([0, 1, 4, 8, -8, 16, 255, rng.randint(-600, 600)]))])
+        elif k < 0.25:
+            body.append([Insn(op.ALU64 | op.MOV | op.X, d, s)])
+        elif k < 0.42:
+            o = rng.choice(ALU_OPS)
+            cls = rng.choice([op.ALU64, op.ALU64, op.ALU])
+            if rng.random() < 0.5:
+                imm = rng.choice([1, 2, 3, 7, 8, 15, 0xFF, -1, -8, rng.randint(-100, 100)])
+                if o in (op.LSH, op.RSH, op.ARSH):
+                    imm = rng.randint(0, 31)
+                if o in (op.DIV, op.MOD) and imm == 0:
+                    imm = 1
+                body.append([Insn(cls | o | op.K, d, 0, 0, imm)])
+            else:
+                body.append([Insn(cls | o | op.X, d, rng.choice(regs))])
+        elif k < 0.52:
+            size = rng.choice(SIZES)
+            off = rng.choice([0, 4, 8, 16, 104, 112, 160, 164, 168, -8, rng.randint(-4, 172)])
+            body.append([Insn(op.LDX | op.MEM | size, d, 6, off)])
+        elif k < 0.62:
+            size = rng.choice(SIZES)
+            off = rng.choice([-8, -16, -24, -4, -512, -520, 0, rng.randint(-64, 4)])
+            if rng.random() < 0.5:
+                body.append([Insn(op.STX | op.MEM | size, 10, rng.choice(regs + [6]), off)])
+            else:
+                body.append([Insn(op.ST | op.MEM | size, 10, 0, off, rng.randint(-5, 5))])
+        elif k < 0.7:
+            size = rng.choice(SIZES)
+            body.append([Insn(op.LDX | op.MEM | size, d, 10, rng.choice([-8, -16, -4, -24, -32]))])
+        elif k < 0.78:
+            # pointer-based access through an arbitrary register
+            size = rng.choice(SIZES)
+            base = rng.choice(regs)
+            off = rng.randint(-16, 16)
+            if rng.random() < 0.5:
+                body.append([Insn(op.LDX | op.MEM | size, d, base, off)])
+            else:
+                body.append([Insn(op.STX | op.MEM | size, base, rng.choice(regs), off)])
+        elif k < 0.84:
+            # r0 = lookup(map, &key on stack)
+            key = rng.choice([0, 1, 3, 4, 9])
+            seq = [Insn(op.ST | op.MEM | op.W, 10, 0, -4, key),
+                   Insn(op.ALU64 | op.MOV | op.X, 2, 10), Insn(op.ALU64 | op.ADD | op.K, 2, 0, 0, -4),
+                   *ldimm64(1, MAP_FD, op.PSEUDO_MAP_FD), Insn(op.OP_CALL, 0, 0, 0, 1)]
+            if rng.random() < 0.8:
+                seq.append(Insn(op.JMP | op.JEQ | op.K, 0, 0, rng.randint(1, 3), 0))
+            seq.extend(Insn(op.ALU64 | op.MOV | op.K, r, 0, 0, rng.randint(0, 16)) for r in (2, 3, 4, 5))
+            body.append(seq)
+        elif k < 0.92:
+            o = rng.choice(JMP_OPS)
+            cls = rng.choice([op.JMP, op.JMP32])
+            if rng.random() < 0.5:
+                body.append([Insn(cls | o | op.K, d, 0, rng.randint(1, 4), rng.choice([0, 1, 8, 16, 56, 255, -1]))])
+            else:
+                body.append([Insn(cls | o | op.X, d, rng.choice(regs), rng.randint(1, 4))])
+        else:
+            # bounded index into the map value or stack
+            body.append([Insn(op.ALU64 | op.AND | op.K, d, 0, 0, rng.choice([7, 15, 8, 12])),
+                         Insn(op.ALU64 | op.ADD | op.X, rng.choice(regs), d)])
+    prog = [Insn(op.ALU64 | op.MOV | op.X, 6, 1)]
+    prog += [Insn(op.ALU64 | op.MOV | op.K, r, 0, 0, rng.randint(-4, 64)) for r in regs]
+    for chunk in body:
+        prog.extend(chunk)
+    prog.append(Insn(op.ALU64 | op.MOV | op.K, 0, 0, 0, 0))
+    prog.append(Insn(op.OP_EXIT))
+    # Keep jumps in range: clamp each target onto the final exit sequence.
+    out = []
+    for i, ins in enumerate(prog):
+        if ins.cls in (op.JMP, op.JMP32) and ins.code & 0xF0 not in (op.CALL, op.EXIT):
+            t = i + ins.off + 1
+            if t >= len(prog) - 1:
+                t = len(prog) - 2
+            if prog[t].code == 0 and prog[t - 1].code == op.LD_IMM64:
+                t += 1
+            ins = Insn(ins.code, ins.dst, ins.src, t - i - 1, ins.imm)
+        out.append(ins)
+    return out
+
+
+class _Runtime:
+    def __init__(self):
+        self.values = None
+
+    def vm(self, insns):
+        vm = VM(insns, helpers={1: self.lookup}, ldimm64=lambda pc, src, v: 0xFEED0000)
+        self.values = [vm.memory.add_region(f"map value {i}", bytearray(MAP.value_size))
+                       for i in range(MAP.max_entries)]
+        return vm
+
+    def lookup(self, vm, r1, r2, r3, r4, r5):
+        key = vm.memory.load(r2, 4)
+        return self.values[key].base if key < MAP.max_entries else 0
+
+
+def _check_seed(seed: int, count: int) -> int:
+    rng = random.Random(seed)
+    accepted = 0
+    for _ in range(count):
+        insns = _gen_program(rng)
+        res = verify(insns, prog_type=progtypes.KPROBE, maps={MAP_FD: MAP}, license="GPL",
+                     max_insns=20000)
+        if not res.ok:
+            continue
+        accepted += 1
+        rt = _Runtime()
+        vm = rt.vm(res.insns_rewritten)
+        ctx = bytes(rng.getrandbits(8) for _ in range(168))
+        try:
+            vm.run(ctx, engine="reference")
+        except VmError as e:
+            listing = "\n".join(f"{i}: {x}" for i, x in enumerate(insns))
+            pytest.fail(f"accepted program faulted: {e}\n{listing}\n--- verifier log:\n"
+                        + verify(insns, prog_type=progtypes.KPROBE, maps={MAP_FD: MAP}, license="GPL",
+                                 log_level=2).log)
+        finally:
+            for r in rt.values:
+                vm.memory.remove_region(r)
+            vm.close()
+    return accepted
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_accepted_random_programs_are_memory_safe(seed):
+    accepted = _check_seed(seed, 150)
+    assert accepted > 5      # the generator must keep producing programs the verifier accepts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1000, 1100))
+def test_accepted_random_programs_are_memory_safe_long(seed):
+    _check_seed(seed, 400)
+
+
+# --- ALU range facts ------------------------------------------------------------------------
+
+M64 = (1 << 64) - 1
+M32 = (1 << 32) - 1
+
+
+def _abstract(lo: int, hi: int, mask_bits: int, base: int) -> Reg:
+    """An abstract scalar: unsigned range [lo, hi] intersected with tnum facts from ``base``."""
+    r = Reg.scalar()
+    r.umin, r.umax = lo, hi
+    known = ~mask_bits & M64
+    r.var = (base & known, mask_bits & M64)
+    B.sync(r)
+    return r
+
+
+def _concrete_op(o, a, b, is64):
+    m = M64 if is64 else M32
+    a &= m
+    b &= m
+    bits = 64 if is64 else 32
+    if o == op.ADD:
+        return (a + b) & m
+    if o == op.SUB:
+        return (a - b) & m
+    if o == op.MUL:
+        return (a * b) & m
+    if o == op.AND:
+        return a & b
+    if o == op.OR:
+        return a | b
+    if o == op.XOR:
+        return a ^ b
+    if o == op.LSH:
+        return (a << (b % bits)) & m
+    if o == op.RSH:
+        return a >> (b % bits)
+    if o == op.ARSH:
+        sa = a - (1 << bits) if a >> (bits - 1) else a
+        return (sa >> (b % bits)) & m
+    raise AssertionError
+
+
+def _contains(r: Reg, v: int) -> bool:
+    s = B.s64(v)
+    return (r.umin <= v <= r.umax and r.smin <= s <= r.smax and r.u32min <= (v & M32) <= r.u32max
+            and r.s32min <= B.s32(v) <= r.s32max and tnum.contains(r.var, (v, 0)))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.integers(0, M64), st.integers(0, M64), st.integers(0, M64), st.integers(0, M64),
+       st.sampled_from([op.ADD, op.SUB, op.MUL, op.AND, op.OR, op.XOR, op.LSH, op.RSH, op.ARSH]),
+       st.booleans(), st.integers(0, 64), st.integers(0, 64))
+def test_scalar_alu_is_sound(x, y, wx, wy, o, is64, mx_bits, my_bits):
+    mx = (1 << (mx_bits % 65)) - 1 if mx_bits < 64 else M64
+    my = (1 << (my_bits % 65)) - 1 if my_bits < 64 else M64
+    # abstract values around the concrete x and y
+    a = _abstract(min(x, wx), max(x, wx), mx, x)
+    b = _abstract(min(y, wy), max(y, wy), my, y)
+    if o in (op.LSH, op.RSH, op.ARSH):
+        y = y % (64 if is64 else 32)
+        b = Reg.scalar(y)
+    if not (_contains(a, x) and _contains(b, y)):
+        return
+    res = a.copy()
+    scalar_alu(res, b, o, is64)
+    v = _concrete_op(o, x, y, is64)
+    assert _contains(res, v), (hex(x), hex(y), o, is64, res)
+
+
+# --- packet programs (XDP) ---------------------------------------------------------------------
+
+def _gen_packet_program(rng: random.Random) -> list[Insn]:
+    """Random XDP code around direct packet access: pointer moves, bounds checks, loads, stores."""
+    X = op.X
+    prog = [Insn(op.LDX | op.MEM | op.W, 2, 1, 0),      # r2 = data
+            Insn(op.LDX | op.MEM | op.W, 3, 1, 4),      # r3 = data_end
+            Insn(op.ALU64 | op.MOV | op.X, 4, 2)]
+    for r in (0, 5, 6, 7):
+        prog.append(Insn(op.ALU64 | op.MOV | op.K, r, 0, 0, rng.randint(0, 20)))
+    for _ in range(rng.randint(3, 16)):
+        k = rng.random()
+        p = rng.choice([2, 4, 6])
+        if k < 0.2:
+            prog.append(Insn(op.ALU64 | op.MOV | op.X, rng.choice([4, 6]), rng.choice([2, 4])))
+        elif k < 0.35:
+            prog.append(Insn(op.ALU64 | op.ADD | op.K, p, 0, 0, rng.choice([1, 2, 4, 8, 14, 20, -1, -4])))
+        elif k < 0.45:
+            # variable offset from packet bytes, masked or not
+            prog.append(Insn(op.LDX | op.MEM | op.B, 7, rng.choice([2, 4]), rng.randint(0, 4)))
+            if rng.random() < 0.7:
+                prog.append(Insn(op.ALU64 | op.AND | op.K, 7, 0, 0, rng.choice([3, 7, 15, 0xff])))
+            prog.append(Insn(op.ALU64 | op.ADD | op.X, p, 7))
+        elif k < 0.7:
+            # bounds check: if pX + n > data_end goto exit
+            n = rng.choice([1, 2, 4, 8, 14, 20])
+            prog.append(Insn(op.ALU64 | op.MOV | op.X, 5, p))
+            prog.append(Insn(op.ALU64 | op.ADD | op.K, 5, 0, 0, n))
+            jop = rng.choice([op.JGT, op.JGE, op.JLT, op.JLE])
+            if jop in (op.JGT, op.JGE):
+                prog.append(Insn(op.JMP | jop | X, 5, 3, 10_000))     # exit target fixed below
+            else:
+                prog.append(Insn(op.JMP | jop | X, 3, 5, 10_000))
+        elif k < 0.88:
+            size = rng.choice(SIZES)
+            prog.append(Insn(op.LDX | op.MEM | size, 0, p, rng.randint(-2, 20)))
+        else:
+            size = rng.choice(SIZES)
+            prog.append(Insn(op.STX | op.MEM | size, p, 0, rng.randint(-2, 20)))
+    prog.append(Insn(op.ALU64 | op.MOV | op.K, 0, 0, 0, 2))
+    prog.append(Insn(op.OP_EXIT))
+    end = len(prog) - 2
+    return [Insn(i.code, i.dst, i.src, end - n - 1, i.imm) if i.off == 10_000 else i
+            for n, i in enumerate(prog)]
+
+
+def _xdp_run(insns, packet: bytes):
+    import ctypes
+    from pybpf.verifier import context
+    layout = context.RUNTIME[progtypes.XDP]
+    vm = VM(insns)
+    pbuf = (ctypes.c_char * max(len(packet), 1)).from_buffer_copy(packet or b"\0")
+    preg = vm.memory.add_region("packet", address=ctypes.addressof(pbuf), size=len(packet), keepalive=pbuf)
+    ctx = bytearray(layout.size)
+    base = ctypes.addressof(pbuf)
+    for name, value in (("data", base), ("data_end", base + len(packet)), ("data_meta", base)):
+        off, size = layout.fields[name]
+        ctx[off:off + size] = value.to_bytes(size, "little")
+    try:
+        return vm.run(ctx=ctx, engine="reference")
+    finally:
+        vm.memory.remove_region(preg)
+        vm.close()
+
+
+def _check_packet_seed(seed: int, count: int) -> int:
+    rng = random.Random(seed)
+    accepted = 0
+    for _ in range(count):
+        insns = _gen_packet_program(rng)
+        res = verify(insns, prog_type=progtypes.XDP, license="GPL", max_insns=20000)
+        if not res.ok:
+            continue
+        accepted += 1
+        for plen in (0, 1, 7, 14, 33, 64):
+            try:
+                _xdp_run(res.insns_rewritten, bytes(rng.getrandbits(8) for _ in range(plen)))
+            except VmError as e:
+                listing = "\n".join(f"{i}: {x}" for i, x in enumerate(insns))
+                pytest.fail(f"accepted packet program faulted on a {plen}-byte packet: {e}\n{listing}\n"
+                            + verify(insns, prog_type=progtypes.XDP, license="GPL", log_level=2).log)
+    return accepted
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_accepted_packet_programs_are_memory_safe(seed):
+    assert _check_packet_seed(seed, 200) > 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2000, 2050))
+def test_accepted_packet_programs_are_memory_safe_long(seed):
+    _check_packet_seed(seed, 300)
+
+
+def _concrete_cmp(o, x, y, is32):
+    m = M32 if is32 else M64
+    bits = 32 if is32 else 64
+    x &= m
+    y &= m
+    sx = x - (1 << bits) if x >> (bits - 1) else x
+    sy = y - (1 << bits) if y >> (bits - 1) else y
+    return {op.JEQ: x == y, op.JNE: x != y, op.JGT: x > y, op.JGE: x >= y, op.JLT: x < y,
+            op.JLE: x <= y, op.JSGT: sx > sy, op.JSGE: sx >= sy, op.JSLT: sx < sy, op.JSLE: sx <= sy,
+            op.JSET: bool(x & y)}[o]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.integers(0, M64), st.integers(0, M64), st.integers(0, M64), st.integers(0, M64),
+       st.sampled_from([op.JEQ, op.JNE, op.JGT, op.JGE, op.JLT, op.JLE, op.JSGT, op.JSGE, op.JSLT,
+                        op.JSLE, op.JSET]),
+       st.booleans(), st.integers(0, 64), st.integers(0, 64), st.booleans())
+def test_branch_outcome_and_refinement_are_sound(x, y, wx, wy, o, is32, mx_bits, my_bits, const_src):
+    """The outcome the verifier predicts and the bounds it learns on each side must hold for
+    every concrete pair of values the abstract registers allow."""
+    from pybpf.verifier.branches import _REV, branch_taken, refine
+    mx = (1 << mx_bits) - 1 if mx_bits < 64 else M64
+    my = (1 << my_bits) - 1 if my_bits < 64 else M64
+    a = _abstract(min(x, wx), max(x, wx), mx, x)
+    b = Reg.scalar(y) if const_src else _abstract(min(y, wy), max(y, wy), my, y)
+    if not (_contains(a, x) and _contains(b, y)):
+        return
+    truth = _concrete_cmp(o, x, y, is32)
+    taken = branch_taken(a, b, o, is32)
+    assert taken in (-1, int(truth)), (hex(x), hex(y), o, is32, a, b)
+    ra, rb = a.copy(), b.copy()
+    ok = refine(ra, rb, o if truth else _REV[o], is32)
+    assert ok, ("refinement lost a possible path", hex(x), hex(y), o, truth, a, b)
+    assert _contains(ra, x) and _contains(rb, y), (hex(x), hex(y), o, truth, a, b, ra, rb)
