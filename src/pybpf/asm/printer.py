@@ -135,6 +135,14 @@ def _check_style(style: str) -> None:
 
 def _format(insns: Sequence[Insn], i: int, style: str) -> str:
     reason = check_insn(insns[i])
+    if reason is not None and style == "kernel" and not reason.startswith("unknown opcode"):
+        # the kernel's printer decodes a known opcode without judging its other
+        # fields, and the verifier log shows such an insn before rejecting it;
+        # where our printer has no text for the odd fields, say why instead
+        try:
+            return f"({insns[i].code:02x}) {_kernel(insns, i)}"
+        except (KeyError, IndexError):
+            pass
     if reason is not None:
         # objdump prints <unknown>; the other styles say why, never raise
         if style == "llvm":
