@@ -1,7 +1,8 @@
 """pybpf: the eBPF subsystem of Linux, rebuilt in userspace Python."""
 
 from .map import Map
+from .prog import Program
 from .syscall import bpf
 
 __version__ = "0.1.0"
-__all__ = ["bpf", "Map", "__version__"]
+__all__ = ["bpf", "Map", "Program", "__version__"]
