@@ -22,7 +22,9 @@ from .hashtab import HashMap, _layout
 
 
 def _table(spec: S.MapSpec) -> S.MapSpec:
-    return S.MapSpec(S.HASH, spec.key_size, spec.key_size + spec.value_size, spec.max_entries)
+    # the stored key is padded to 8 bytes so that the value is 8-byte aligned, as
+    # Linux aligns it: programs do atomic adds on LPM values
+    return S.MapSpec(S.HASH, spec.key_size, S.round8(spec.key_size) + spec.value_size, spec.max_entries)
 
 
 class LpmTrieMap(HashMap):
@@ -46,9 +48,10 @@ class LpmTrieMap(HashMap):
         self.pc_off = self.doff + S.round8(_layout(_table(self.spec))[-1])
         self.pc_idx = self.pc_off >> 2
         self.lpm_value_size = self.value_size
-        # the table's value is key + value
-        self.user_value_size = self.key_size + self.value_size
-        self.v_rel_public = self.v_rel + self.key_size
+        # the table's value is the key as given, padding, then the value
+        self.kpad = b"\0" * (S.round8(self.key_size) - self.key_size)
+        self.user_value_size = S.round8(self.key_size) + self.value_size
+        self.v_rel_public = self.v_rel + S.round8(self.key_size)
         bits = self.max_plen
         self._masks = [((1 << p) - 1) << (bits - p) for p in range(bits + 1)]
         self._order_cache = (None, [])
@@ -134,7 +137,7 @@ class LpmTrieMap(HashMap):
         with self:
             existed = self._find(nk, h) > 0
             try:
-                self._update_locked(nk, h, key + value, flags, None)
+                self._update_locked(nk, h, key + self.kpad + value, flags, None)
             except OSError as e:
                 if e.errno == errno.E2BIG:
                     raise err(errno.ENOSPC, f"lpm_trie is full ({self.max_entries} entries)") from None
