@@ -1,8 +1,9 @@
 """pybpf: the eBPF subsystem of Linux, rebuilt in userspace Python."""
 
 from .map import Map
+from .object import BpfObject, load
 from .prog import Program
 from .syscall import bpf
 
 __version__ = "0.1.0"
-__all__ = ["bpf", "Map", "Program", "__version__"]
+__all__ = ["bpf", "load", "BpfObject", "Map", "Program", "__version__"]
