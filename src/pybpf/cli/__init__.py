@@ -30,9 +30,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import asm, conformance, maps, prog, run
+    from . import asm, conformance, maps, prog, run, runtime
 
-    for module in (asm, run, conformance, maps, prog):
+    for module in (asm, run, conformance, maps, prog, runtime):
         for command in module.commands:
             main.add_command(command)
 

@@ -187,6 +187,13 @@ class Program:
                 "uid": im.uid, "bytes_xlated": len(im.xlated) * 8, "jited": False,
                 "map_ids": list(im.map_ids), "verified_insns": im.verified_insns}
 
+    # -- running ------------------------------------------------------------------
+    def run(self, packet: bytes = b"", *, ctx: bytes | None = None, repeat: int = 1):
+        """One BPF_PROG_TEST_RUN: ``.retval``, ``.data_out``, ``.ctx_out``, ``.duration`` (ns per run)."""
+        from ..runtime import test_run  # the runtime sits above this layer; it registers the command
+
+        return test_run(self, packet, ctx=ctx, repeat=repeat)
+
     # -- lifetime -----------------------------------------------------------------
     def pin(self, path: str) -> None:
         kobj.pin(self.fd, path)
