@@ -13,3 +13,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def bpffs(monkeypatch):
+    """A fresh, empty BPF file system root (PYBPF_FS) for one test."""
+    import os
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="pybpf-test-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    monkeypatch.setenv("PYBPF_FS", d)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -6,8 +6,6 @@ import ctypes
 import errno
 import mmap
 import os
-import shutil
-import tempfile
 
 import pytest
 
@@ -17,12 +15,7 @@ from pybpf.syscall import bpf
 from pybpf.syscall import constants as C
 
 
-@pytest.fixture(autouse=True)
-def bpffs(monkeypatch):
-    d = tempfile.mkdtemp(prefix="pybpf-cmd-", dir="/dev/shm")
-    monkeypatch.setenv("PYBPF_FS", d)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+pytestmark = pytest.mark.usefixtures("bpffs")   # a fresh BPF fs root per test (conftest)
 
 
 def errno_of(cmd, attr, size=None):

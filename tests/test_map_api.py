@@ -5,8 +5,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shutil
-import tempfile
 
 import pytest
 from hypothesis import given, settings
@@ -16,12 +14,7 @@ from pybpf.map import Map, MapError, MapSizeError
 from pybpf.syscall import constants as C
 
 
-@pytest.fixture(autouse=True)
-def bpffs(monkeypatch):
-    d = tempfile.mkdtemp(prefix="pybpf-api-", dir="/dev/shm")
-    monkeypatch.setenv("PYBPF_FS", d)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+pytestmark = pytest.mark.usefixtures("bpffs")   # a fresh BPF fs root per test (conftest)
 
 
 class Pair(ctypes.Structure):

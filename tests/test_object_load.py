@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,12 +20,7 @@ CLANG = "/usr/lib/llvm-19/bin/clang"
 SOCKET_FILTER, XDP = 1, 6
 
 
-@pytest.fixture(autouse=True)
-def bpffs(monkeypatch):
-    d = tempfile.mkdtemp(prefix="pybpf-obj-", dir="/dev/shm")
-    monkeypatch.setenv("PYBPF_FS", d)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+pytestmark = pytest.mark.usefixtures("bpffs")   # a fresh BPF fs root per test (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import tempfile
 
 import pytest
 from hypothesis import given, settings
@@ -22,28 +20,7 @@ MOV0 = Insn(0xB7, 0, 0, 0, 0)
 EXIT = Insn(0x95, 0, 0, 0, 0)
 
 
-@pytest.fixture(scope="module")
-def _module_bpffs():
-    # one root per module: the object layer keeps one open id counter per root it has seen
-    d = tempfile.mkdtemp(prefix="pybpf-progapi-", dir="/dev/shm")
-    old = os.environ.get("PYBPF_FS")
-    os.environ["PYBPF_FS"] = d
-    yield d
-    if old is None:
-        os.environ.pop("PYBPF_FS", None)
-    else:
-        os.environ["PYBPF_FS"] = old
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True)
-def bpffs(_module_bpffs, monkeypatch):
-    monkeypatch.setenv("PYBPF_FS", _module_bpffs)
-    yield _module_bpffs
-    for name in os.listdir(_module_bpffs):          # each test starts with no pins
-        if name != ".pybpf":
-            p = os.path.join(_module_bpffs, name)
-            shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
+pytestmark = pytest.mark.usefixtures("bpffs")   # a fresh BPF fs root per test (conftest)
 
 
 @pytest.mark.parametrize("code", [[MOV0, EXIT], encode([MOV0, EXIT]), "r0 = 0\nexit\n",

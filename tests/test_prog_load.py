@@ -6,9 +6,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shutil
 import struct
-import tempfile
 
 import pytest
 
@@ -28,28 +26,7 @@ OK = encode([MOV0, EXIT])
 BAD = encode([EXIT])                       # R0 !read_ok: EACCES
 
 
-@pytest.fixture(scope="module")
-def _module_bpffs():
-    # one root per module: the object layer keeps one open id counter per root it has seen
-    d = tempfile.mkdtemp(prefix="pybpf-prog-", dir="/dev/shm")
-    old = os.environ.get("PYBPF_FS")
-    os.environ["PYBPF_FS"] = d
-    yield d
-    if old is None:
-        os.environ.pop("PYBPF_FS", None)
-    else:
-        os.environ["PYBPF_FS"] = old
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True)
-def bpffs(_module_bpffs, monkeypatch):
-    monkeypatch.setenv("PYBPF_FS", _module_bpffs)
-    yield _module_bpffs
-    for name in os.listdir(_module_bpffs):          # each test starts with no pins
-        if name != ".pybpf":
-            p = os.path.join(_module_bpffs, name)
-            shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
+pytestmark = pytest.mark.usefixtures("bpffs")   # a fresh BPF fs root per test (conftest)
 
 
 class Attempt:

@@ -49,7 +49,30 @@ def _err(code: int, what: str = "") -> OSError:
 # -- ids ---------------------------------------------------------------------------
 
 _ids_lock = threading.Lock()
-_ids_maps: dict[str, tuple[mmap.mmap, int]] = {}   # store dir -> (mapping, address)
+_ids_addrs: dict[str, int] = {}   # store dir -> address of its shared id counter
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+
+
+def _map_counter(path: str) -> int:
+    # libc's mmap rather than Python's: mmap.mmap keeps a dup of the fd open for
+    # its whole life, and this mapping lives as long as the process
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            os.fchmod(fd, 0o666)    # every user of this root allocates ids
+        except PermissionError:
+            pass
+        if os.fstat(fd).st_size < 8:
+            os.ftruncate(fd, 4096)
+        addr = _libc.mmap(None, 4096, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e), path)
+        return addr
+    finally:
+        os.close(fd)
 
 
 def _next_id() -> int:
@@ -58,25 +81,9 @@ def _next_id() -> int:
 
     store = fs.store_dir()
     with _ids_lock:
-        entry = _ids_maps.get(store)
-        if entry is None:
-            path = os.path.join(store, "ids")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            try:
-                os.fchmod(fd, 0o666)    # every user of this root allocates ids
-            except PermissionError:
-                pass
-            try:
-                if os.fstat(fd).st_size < 8:
-                    os.ftruncate(fd, 4096)
-                mm = mmap.mmap(fd, 4096)
-            finally:
-                os.close(fd)
-            buf = (ctypes.c_char * 8).from_buffer(mm)
-            addr = ctypes.addressof(buf)
-            del buf
-            entry = _ids_maps[store] = (mm, addr)
-        addr = entry[1]
+        addr = _ids_addrs.get(store)
+        if addr is None:
+            addr = _ids_addrs[store] = _map_counter(os.path.join(store, "ids"))
     while True:
         new = atomics.fetch_op("add", addr, 1, 32) + 1
         if 0 < new < 0x7FFFFFFF:
