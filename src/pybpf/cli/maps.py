@@ -397,7 +397,6 @@ def update(words, as_json, pretty):
 def _ref_value(m, args: _Args):
     """VALUE := MAP | PROG for map-in-map and prog array updates (an fd, as bpftool)."""
     from .. import kobj
-    from ..map import Map
     how = args.next("id|pinned|name")
     if how == "pinned":
         fd = kobj.get(args.next("FILE"))

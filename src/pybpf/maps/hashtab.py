@@ -27,7 +27,7 @@ import struct
 import zlib
 
 from . import spec as S
-from .base import MapImpl, as_bytes, check_flags, err
+from .base import MapImpl, check_flags, err
 
 _COUNT, _FREE, _BUMP, _HAND = 0, 1, 2, 3
 _NONZERO = re.compile(rb"[^\x00]")

@@ -198,7 +198,7 @@ def _check_array(spec, t, ks, vs, me, fl):
     if fl & ~_ARRAY_FLAGS or not _access_ok(fl) or (percpu and fl & F_NUMA_NODE):
         raise _err(errno.EINVAL, f"invalid map_flags {fl:#x} for {type_name(t)} maps")
     if t != ARRAY and fl & (F_MMAPABLE | F_INNER_MAP):
-        raise _err(errno.EINVAL, f"BPF_F_MMAPABLE/INNER_MAP only valid for array maps")
+        raise _err(errno.EINVAL, "BPF_F_MMAPABLE/INNER_MAP only valid for array maps")
     if t != PERF_EVENT_ARRAY and fl & F_PRESERVE_ELEMS:
         raise _err(errno.EINVAL, "BPF_F_PRESERVE_ELEMS only valid for perf_event_array maps")
     if vs > 0x7FFFFFFF:

@@ -10,7 +10,7 @@ from . import verdicts
 from .core import ExecProgram, Runtime, RunState, runtime, trace_listeners
 from .execute import RunResult, run, run_kprobe, run_raw, run_skb, run_xdp
 from .skb import SkBuff, TunnelInfo, XdpBuff
-from . import testrun  # noqa: E402  (registers BPF_PROG_TEST_RUN)
+from . import testrun  # noqa: F401  (registers BPF_PROG_TEST_RUN)
 from .testrun import TestRunResult, test_run
 
 __all__ = ["ExecProgram", "Runtime", "RunState", "runtime", "trace_listeners", "RunResult", "run",

@@ -10,7 +10,6 @@ per run) and caches one VM per program; use one per thread (``runtime()``).
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import threading
 from dataclasses import dataclass, field

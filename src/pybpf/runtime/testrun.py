@@ -216,7 +216,6 @@ def run_xdp_test(prog: ExecProgram, data: bytes, ctx: bytes | None, repeat: int,
                   rx_queue_index=rxq, frags=data[linear:])
     res = run_xdp(prog, xdp, repeat=repeat)
     frags = xdp.frags_bytes
-    out = xdp.meta + xdp.data + frags
     ctx_out = None
     if ctx is not None:
         ctx_out = struct.pack("<6I", len(xdp.meta), len(xdp.meta) + len(xdp.data), 0, ingress, rxq, 0)

@@ -163,7 +163,7 @@ def obj_pin(a: Attr) -> int:
     _check_path_fd(o)
     try:
         kobj.obj_from_fd(o.bpf_fd)
-    except OSError as e:
+    except OSError:
         # Linux probes map, prog and link in turn and reports EINVAL for any failure
         raise _err(errno.EINVAL, f"fd {o.bpf_fd} is not a BPF object") from None
     kobj.pin(o.bpf_fd, _path(o))
