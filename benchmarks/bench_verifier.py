@@ -3,7 +3,10 @@
 Programs: a 1500-byte checksum loop over XDP packet data (750 16-bit words, each load
 proved in bounds by a comparison with data_end), and the corpus program that costs the
 most processed instructions (cases marked @slow excluded).  The kernel's figure is the
-``verification time`` it reports with log_level 4 (BPF_LOG_STATS).
+``verification time`` it reports with log_level 4 (BPF_LOG_STATS).  Every program of
+tests/verifier_cases/c is measured too; those with callbacks are loaded with their BTF
+and func_info, in pybpf as in the kernel.  The last line gives the largest and the median
+ratio (the host is shared: kernel and pybpf figures both vary by some 10-20% between runs).
 
 Usage: python benchmarks/bench_verifier.py [--repeat N]
 """
@@ -55,18 +58,19 @@ drop:
 """
 
 
-def pybpf_time(insns, prog_type, maps, repeat):
+def pybpf_time(insns, prog_type, maps, repeat, btf=None):
     times = []
     res = None
+    kw = {"func_info": btf[0], "btf": btf[1]} if btf else {}
     for _ in range(repeat):
         t = time.perf_counter()
-        res = verify(insns, prog_type=prog_type, maps=maps, license="GPL")
+        res = verify(insns, prog_type=prog_type, maps=maps, license="GPL", **kw)
         times.append(time.perf_counter() - t)
     assert res.ok, res.log
     return statistics.median(times) * 1e6, res.processed
 
 
-def kernel_time(insns, prog_type, maps, repeat):
+def kernel_time(insns, prog_type, maps, repeat, btf=None):
     try:
         from kernel_oracle import kernel_available, kernel_map_create, kernel_prog_load
     except Exception:
@@ -84,7 +88,11 @@ def kernel_time(insns, prog_type, maps, repeat):
                    if i.code == op.LD_IMM64 and i.src in (1, 2) and i.imm in fds else i for i in insns]
         times = []
         for _ in range(repeat):
-            pfd, err, log = kernel_prog_load(encode(patched), prog_type, log_level=4)
+            if btf:
+                from verifier_cases.btfblob import kernel_load
+                pfd, err, log = kernel_load(encode(patched), prog_type, btf[2], btf[0], log_level=4)
+            else:
+                pfd, err, log = kernel_prog_load(encode(patched), prog_type, log_level=4)
             if pfd < 0:
                 return None
             os.close(pfd)
@@ -129,7 +137,11 @@ def clang_programs():
         maps = {fds[n]: MapInfo(m.type, m.key_size, m.value_size, m.max_entries, m.map_flags)
                 for n, m in spec.maps.items()}
         for name, insns in resolve(spec, fds).items():
-            out.append((f"clang {src.stem}:{name}", insns, spec.programs[name].prog_type, maps))
+            prog = spec.programs[name]
+            btf = None
+            if prog.func_info and spec.btf_for_kernel is not None:
+                btf = ([(f.insn, f.type_id) for f in prog.func_info], spec.btf, spec.btf_for_kernel)
+            out.append((f"clang {src.stem}:{name}", insns, prog.prog_type, maps, btf))
     return out
 
 
@@ -137,19 +149,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    rows = [("checksum loop, 1500 bytes (xdp)", assemble(CHECKSUM), progtypes.XDP, {})]
+    rows = [("checksum loop, 1500 bytes (xdp)", assemble(CHECKSUM), progtypes.XDP, {}, None)]
     rows += clang_programs()
     best = largest_corpus_case()
     if best:
         _, case, insns = best
-        rows.append((f"largest corpus program ({case.id})", insns, case.prog_type, case.maps))
+        rows.append((f"largest corpus program ({case.id})", insns, case.prog_type, case.maps, None))
     print(f"{'program':48} {'insns':>6} {'processed':>9} {'pybpf us':>10} {'kernel us':>10} {'ratio':>7}")
-    for name, insns, pt, maps in rows:
-        ours, processed = pybpf_time(insns, pt, maps, args.repeat)
-        k = kernel_time(insns, pt, maps, args.repeat)
+    ratios = []
+    for name, insns, pt, maps, btf in rows:
+        ours, processed = pybpf_time(insns, pt, maps, args.repeat, btf)
+        k = kernel_time(insns, pt, maps, args.repeat, btf)
+        if k:
+            ratios.append(ours / k)
         ratio = f"{ours / k:7.1f}" if k else "    n/a"
         ks = f"{k:10.0f}" if k else "       n/a"
         print(f"{name:48} {len(insns):6d} {processed:9d} {ours:10.0f} {ks} {ratio}")
+    if ratios:
+        print(f"ratio pybpf/kernel: max {max(ratios):.1f}, median {statistics.median(ratios):.1f}")
 
 
 if __name__ == "__main__":

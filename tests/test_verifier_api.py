@@ -151,7 +151,6 @@ def test_fit_log_rotating_and_fixed():
 
 
 def test_fit_log_matches_kernel():
-    import os
     from kernel_oracle import kernel_available, kernel_prog_load
     from pybpf.isa.insn import encode
     from pybpf.verifier import fit_log
@@ -167,3 +166,57 @@ def test_fit_log_matches_kernel():
         assert trunc
         if level == 1:    # the level-1 log is only the stats line: identical text
             assert data[:-1].decode() == klog
+
+
+# ---- BTF func_info (callbacks) -------------------------------------------------------------
+
+_LOOP = """
+  r1 = 4
+  r2 = func(0x6) ll
+  r3 = 0
+  r4 = 0
+  call bpf_loop
+  r0 = 0
+  exit
+  r0 = 1
+  exit
+"""
+
+
+def _btf(*links):
+    from verifier_cases.btfblob import build
+    return build(list(links))
+
+
+def test_func_info_forms_are_equivalent():
+    from pybpf.loader.btf import Btf
+    import struct
+    blob = _btf("global", "static")
+    recs = [(0, 5), (8, 6)]
+    raw = b"".join(struct.pack("<II", *r) for r in recs)
+    results = [v(_LOOP, func_info=fi, btf=b) for fi in (recs, raw) for b in (blob, Btf(blob))]
+    assert all(r.ok for r in results), [r.log for r in results]
+    assert len({r.processed for r in results}) == 1
+
+
+def test_func_info_errors_are_results_not_exceptions():
+    blob = _btf("global", "static")
+    r = v(_LOOP, func_info=[(0, 5), (8, 6)])             # no BTF
+    assert not r.ok and r.errno == errno.EINVAL and "BTF" in r.error
+    r = v(_LOOP, func_info=[(0, 5), (8, 6)], btf=b"\x00" * 10)
+    assert not r.ok and r.errno == errno.EINVAL and "invalid BTF" in r.error
+    r = v(_LOOP, func_info=b"\x00" * 12, btf=blob)
+    assert not r.ok and r.errno == errno.EINVAL
+    r = v(_LOOP, func_info=[(0, 5), (8, 99)], btf=blob)
+    assert not r.ok and r.error == "invalid type id 99 in func info"
+
+
+def test_callback_without_func_info_is_rejected():
+    r = v(_LOOP)
+    assert not r.ok and r.errno == errno.EINVAL and r.error == "missing btf func_info"
+
+
+def test_tracepoint_ctx_is_not_rewritten():
+    r = verify(assemble("r0 = *(u32 *)(r1 + 12)\nexit"), prog_type=progtypes.TRACEPOINT)
+    assert r.ok
+    assert r.insns_rewritten[0] == assemble("r0 = *(u32 *)(r1 + 12)\nexit")[0]

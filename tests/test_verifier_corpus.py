@@ -2,17 +2,13 @@
 
 import pytest
 
-from pybpf.asm import assemble
-from pybpf.verifier import verify
-from verifier_cases.corpus import assemble_case, load_all, params
+from verifier_cases.corpus import load_all, params, verify_case
 
 CASES = load_all()
 
 
 def run_case(case, log_level=1):
-    insns = assemble_case(case)
-    return verify(insns, prog_type=case.prog_type, maps=case.maps, license=case.license,
-                  log_level=log_level, privileged=case.privileged)
+    return verify_case(case, log_level)
 
 
 def test_corpus_size():

@@ -4,15 +4,18 @@ Format: a case starts with ``== name``; ``@key value`` lines set its attributes,
 every other non-empty line is program text in the assembler's LLVM syntax
 (``#`` starts a comment).  Attributes:
 
-- ``@prog socket_filter|sched_cls|sched_act|xdp|kprobe`` (default socket_filter)
+- ``@prog socket_filter|sched_cls|sched_act|xdp|kprobe|tracepoint`` (default socket_filter)
 - ``@map FD TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES [FLAGS]``: a map the program reaches with
   ``map_fd(FD)`` / ``map_value(FD, OFF)``; TYPE is a name (hash, array, prog_array,
   perf_event_array, percpu_hash, percpu_array, lru_hash, queue, stack, ringbuf) or a number
 - ``@license STRING`` (default GPL); ``@unpriv`` verifies as an unprivileged loader
 - ``@expect accept|reject``; ``@error TEXT``: a line the log must contain (rejects);
-  ``@errno NAME`` (default EACCES for rejects)
+  ``@errno NAME`` (default EACCES for rejects; ENOTSUPP = Linux's internal 524)
 - ``.insn CODE DST SRC OFF IMM`` writes one raw slot (for malformed encodings the
   assembler refuses to produce)
+- ``@funcs LINKAGE...``: the program comes with BTF func_info, one FUNC per subprogram in
+  order (``global``/``static``; see btfblob.py); ``@func_info OFF:TYPE_ID ...`` replaces the
+  records computed from the subprograms (for malformed func_info)
 - ``@slow``: the case takes seconds (e.g. runs into the 1M instruction limit); it runs
   only with ``--runslow``
 - ``@kernel REASON``: the host kernel is known to decide differently (a deliberate
@@ -50,6 +53,8 @@ class Case:
     kernel: str = ""
     slow: bool = False
     text: str = ""
+    funcs: list = field(default_factory=list)
+    func_info: list | None = None
 
     @property
     def id(self) -> str:
@@ -112,11 +117,15 @@ def parse(text: str, source: str) -> list[Case]:
             elif key == "error":
                 cur.error = val
             elif key == "errno":
-                cur.errno = getattr(errno, val)
+                cur.errno = 524 if val == "ENOTSUPP" else getattr(errno, val)   # kernel-internal
             elif key == "slow":
                 cur.slow = True
             elif key == "kernel":
                 cur.kernel = val
+            elif key == "funcs":
+                cur.funcs = val.split()
+            elif key == "func_info":
+                cur.func_info = [tuple(int(x, 0) for x in w.split(":")) for w in val.split()]
             else:
                 raise ValueError(f"{where}: unknown attribute @{key}")
             continue
@@ -164,3 +173,28 @@ def assemble_case(case: Case) -> list[Insn]:
             ins = raw[ins.imm - _MARK]
         out.append(ins)
     return out
+
+
+def case_btf(case: Case, insns: list[Insn]):
+    """(BTF blob, func_info records) for a case with ``@funcs``, else (None, None)."""
+    if not case.funcs:
+        return None, None
+    from pybpf.isa import opcodes as op
+    from .btfblob import FIRST_FUNC_ID, build
+    starts = {0}
+    for i, ins in enumerate(insns):
+        if (ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL) or \
+                (ins.code == op.LD_IMM64 and ins.src == op.PSEUDO_FUNC):
+            starts.add(i + ins.imm + 1)
+    recs = case.func_info
+    if recs is None:
+        recs = [(s, FIRST_FUNC_ID + k) for k, s in enumerate(sorted(starts))]
+    return build(case.funcs), recs
+
+
+def verify_case(case: Case, log_level: int = 1, insns=None):
+    from pybpf.verifier import verify
+    insns = insns if insns is not None else assemble_case(case)
+    blob, recs = case_btf(case, insns)
+    return verify(insns, prog_type=case.prog_type, maps=case.maps, license=case.license,
+                  log_level=log_level, privileged=case.privileged, func_info=recs, btf=blob)

@@ -10,7 +10,12 @@ Modules: :mod:`.tnum` and :mod:`.bounds` (scalar knowledge), :mod:`.regstate`
 (structure checks, prune points, liveness), :mod:`.helpers` and :mod:`.context`
 (helper prototypes; context fields and the runtime context layout), :mod:`.alu`,
 :mod:`.memory`, :mod:`.branches`, :mod:`.calls` (one instruction family each),
-:mod:`.core` (the exploration), :mod:`.log` (the kernel's log format).
+:mod:`.core` (the exploration), :mod:`.log` (the kernel's log format),
+:mod:`.funcinfo` (BTF func_info: subprogram linkage, which callbacks need).
+
+Callbacks (``bpf_loop``, ``bpf_for_each_map_elem``) are verified as Linux 6.7+ does: the
+call queues the callback's entry state and carries on; the callback returns to the call,
+which is explored again until its states repeat (imprecise scalars widened on the way).
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from ..isa import opcodes as op
-from ..isa.insn import Insn
-from . import context, helpers, progtypes
+from ..isa.insn import Insn, check_insn
+from . import bounds, context, funcinfo, helpers, progtypes
 from .cfg import CfgError, build
 from .core import Env, VerifyError, explore
 from .log import Log, format_insn
@@ -98,8 +103,28 @@ def _rewrite(insns: Sequence[Insn], accesses) -> list[Insn]:
     return out
 
 
-def _max_stack(insns, starts, depths) -> tuple[int, int] | None:
-    """(frames, depth) of the deepest call chain over the limit, or None."""
+def _check_abnormal_return(insns, starts, have_btf: bool, returns_int) -> None:
+    """LD_ABS and tail calls can leave a subprogram without its exit; Linux allows them only
+    in subprograms whose BTF says they return an int (never without BTF)."""
+    bounds = list(starts) + [len(insns)]
+    for k in range(1, len(starts)):
+        body = insns[bounds[k]:bounds[k + 1]]
+        ld_abs = any(i.code & 7 == op.LD and i.code & 0xE0 in (op.ABS, op.IND) for i in body)
+        tail = any(i.code == op.OP_CALL and i.src == op.CALL_HELPER and i.imm == 12 for i in body)
+        if not have_btf:
+            if ld_abs:
+                raise VerifyError("LD_ABS is not allowed in subprogs without BTF", E.EINVAL)
+            if tail:
+                raise VerifyError("tail_call is not allowed in subprogs without BTF", E.EINVAL)
+        elif not returns_int[k]:
+            if ld_abs:
+                raise VerifyError("LD_ABS is only allowed in functions that return 'int'.", E.EINVAL)
+            if tail:
+                raise VerifyError("tail_call is only allowed in functions that return 'int'.", E.EINVAL)
+
+
+def _max_stack(insns, starts, depths) -> str | None:
+    """Linux's complaint about the first call chain whose stack is over a limit, or None."""
     bounds = starts + [len(insns)]
     calls = {k: [] for k in range(len(starts))}
     for k in range(len(starts)):
@@ -107,13 +132,20 @@ def _max_stack(insns, starts, depths) -> tuple[int, int] | None:
             ins = insns[i]
             if ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL:
                 calls[k].append(starts.index(i + ins.imm + 1))
+    tail = [any(insns[i].code == op.OP_CALL and insns[i].src == op.CALL_HELPER and insns[i].imm == 12
+                for i in range(bounds[k], bounds[k + 1])) for k in range(len(starts))]
     worst = None
 
     def walk(k, total, frames, seen):
         nonlocal worst
+        # A tail call unwinds only its own frame: the callers' stack stays, so Linux caps it
+        # at 256 bytes where a subprogram may tail call (32 tail calls then fit in 8 KiB)
+        if k and tail[k] and total >= 256 and worst is None:
+            worst = (f"tail_calls are not allowed when call stack of previous frames is {total} bytes. "
+                     "Too large")
         total += -(-depths[k] // 16) * 16
         if total > 512 and worst is None:
-            worst = (frames, total)
+            worst = f"combined stack size of {frames} calls is {total}. Too large"
         for c in calls[k]:
             if c not in seen:
                 walk(c, total, frames + 1, seen | {c})
@@ -123,12 +155,18 @@ def _max_stack(insns, starts, depths) -> tuple[int, int] | None:
 
 def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo] | None = None,
            license: str = "", log_level: int = 0, privileged: bool = True,
-           expected_attach_type: int = 0, max_insns: int = COMPLEXITY_LIMIT) -> VerifyResult:
+           expected_attach_type: int = 0, max_insns: int = COMPLEXITY_LIMIT,
+           func_info=None, btf=None) -> VerifyResult:
     """Verify ``insns`` (one :class:`Insn` per 8-byte slot) as Linux would for ``prog_type``.
 
     ``maps`` maps the fds used by LD_IMM64 (pseudo map fd / map value) to :class:`MapInfo`.
+    ``func_info`` (``struct bpf_func_info`` records as bytes, or ``(insn_off, type_id)``
+    pairs) and ``btf`` (the program's ``.BTF`` bytes or a parsed
+    :class:`pybpf.loader.btf.Btf`) describe the subprograms, as BPF_PROG_LOAD's
+    ``func_info``/``prog_btf_fd`` do; callbacks need them.
     """
     t0 = time.perf_counter()
+    bounds.new_verification()
     insns = list(insns)
     maps = dict(maps or {})
     log = Log(log_level)
@@ -145,11 +183,22 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
     err = None
     errno_ = 0
     try:
-        _resolve_ldimm64(insns, maps)
+        try:
+            fi_recs = funcinfo.check_early(func_info, btf) if func_info is not None else []
+        except funcinfo.FuncInfoError as e:
+            log.write(e.msg + ("\n" if e.newline else ""))
+            raise VerifyError(e.msg, e.errno, logged=True) from None
+        insn_errors = _resolve_ldimm64(insns, maps)
         _precheck(insns)
         cfg = build(insns, privileged, prog_type)
-        if len(cfg.subprog_starts) > 1 and any(i.cls == op.LD and i.code & 0xE0 in (op.ABS, op.IND) for i in insns):
-            raise VerifyError("LD_ABS is not allowed in subprogs without BTF", E.EINVAL)
+        linkage = None
+        if fi_recs:
+            try:
+                linkage = funcinfo.match_subprogs(fi_recs, cfg.subprog_starts)
+            except funcinfo.FuncInfoError as e:
+                raise VerifyError(e.msg, e.errno) from None
+        _check_abnormal_return(insns, cfg.subprog_starts, linkage is not None,
+                               funcinfo.returns_int(fi_recs, btf) if linkage is not None else None)
         if log.level & 2:
             for k, s in enumerate(cfg.subprog_starts):
                 log.write(f"func#{k} @{s}\n")
@@ -157,6 +206,8 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
         env = Env(insns, cfg, prog_type=prog_type, maps=maps, license_gpl=is_gpl_compatible(license),
                   privileged=privileged, expected_attach_type=expected_attach_type, log=log,
                   max_insns=max_insns)
+        env.func_linkage = linkage
+        env.insn_errors = insn_errors
         frame = Frame(0, -1, 0)
         frame.regs[1] = Reg.pointer(PTR_TO_CTX)
         explore(env, State([frame]))
@@ -164,7 +215,7 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
         if worst:
             if not (log.level & 2):
                 log.reset(0)      # Linux checks this after a successful walk, whose level-1 log it dropped
-            raise VerifyError(f"combined stack size of {worst[0]} calls is {worst[1]}. Too large", E.EACCES)
+            raise VerifyError(worst, E.EACCES)
     except (VerifyError, CfgError) as e:
         err = e.msg
         errno_ = e.errno
@@ -229,11 +280,30 @@ def _precheck(insns: list[Insn]) -> None:
             raise VerifyError(f"kernel btf_id {ins.imm} is not a function", E.EINVAL)
 
 
-def _resolve_ldimm64(insns: list[Insn], maps) -> None:
-    """Linux resolves LD_IMM64 pseudo sources before anything else (so even unreachable ones)."""
+def _check_direct_value(m: MapInfo, off: int) -> None:
+    """A map value address in LD_IMM64: only single-entry arrays have one, as in Linux."""
+    if off >= 1 << 29:
+        raise VerifyError(f"direct value offset of {off} is not allowed", E.EINVAL)
+    if m.map_type != helpers.MAP_ARRAY:
+        raise VerifyError("no direct value access support for this map type", E.EINVAL)
+    if m.max_entries != 1 or off >= m.value_size:
+        raise VerifyError(f"invalid access to map value pointer, value_size={m.value_size} off={off}",
+                          helpers.ENOTSUPP if m.max_entries != 1 else E.EINVAL)
+
+
+def _resolve_ldimm64(insns: list[Insn], maps) -> list:
+    """Linux resolves LD_IMM64 pseudo sources before anything else (so even unreachable ones).
+    Returns check_insn()'s verdict on every slot, for the walk to report when it gets there."""
     i, n = 0, len(insns)
+    errors = [None] * n
     while i < n:
         ins = insns[i]
+        # Linux checks opcodes (and LDX's reserved fields) in this same early pass
+        bad = errors[i] = check_insn(ins)
+        if ins.code == op.LD_IMM64:
+            bad = None
+        if bad and (bad.startswith("unknown opcode") or bad == "BPF_LDX uses reserved fields"):
+            raise VerifyError(bad, E.EINVAL)
         if ins.code == op.LD_IMM64:
             if i + 1 >= n:
                 raise VerifyError("invalid bpf_ld_imm64 insn", E.EINVAL)
@@ -243,6 +313,8 @@ def _resolve_ldimm64(insns: list[Insn], maps) -> None:
             if ins.src in (op.PSEUDO_MAP_FD, op.PSEUDO_MAP_VALUE):
                 if ins.imm not in maps:
                     raise VerifyError(f"fd {ins.imm} is not pointing to valid bpf_map", E.EBADF)
+                if ins.src == op.PSEUDO_MAP_VALUE:
+                    _check_direct_value(maps[ins.imm], nxt.imm & 0xFFFFFFFF)
             elif ins.src == op.PSEUDO_BTF_ID:
                 # pybpf has no kernel BTF: no id names a kernel variable or function.
                 raise VerifyError(f"pseudo btf_id {ins.imm} in ldimm64 isn't KIND_VAR or KIND_FUNC",
@@ -254,3 +326,4 @@ def _resolve_ldimm64(insns: list[Insn], maps) -> None:
             i += 2
             continue
         i += 1
+    return errors

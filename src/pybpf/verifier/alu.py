@@ -29,10 +29,9 @@ def scalar_alu(dst: Reg, src: Reg, o: int, is64: bool) -> None:
     """dst = dst <o> src for two scalars, as ranges (both 64- and 32-bit views)."""
     if o in (op.DIV, op.MOD) or (o in (op.LSH, op.RSH, op.ARSH) and
                                  (not src.is_const or src.value >= (64 if is64 else 32))):
+        # Linux gives up on the whole register here, 32-bit operation or not (no zero
+        # extension is assumed): an unknown 64-bit scalar
         dst.make_unknown()
-        if not is64:
-            B.zext32(dst)
-            B.sync(dst)
         return
     dst.id = 0
     dst.off = 0
@@ -140,8 +139,7 @@ def pointer_alu(env: Env, ins: Insn, dst: Reg, ptr: Reg, off: Reg, o: int, is64:
     dreg = ins.dst
     if not is64:
         if o == op.SUB and env.priv:
-            dst.make_unknown()
-            B.zext32(dst)
+            dst.make_unknown()          # a meaningless scalar, all 64 bits unknown (as Linux)
             return
         env.fail(f"R{dreg} 32-bit pointer arithmetic prohibited")
     if ptr.type in OR_NULL_TYPES:
@@ -272,13 +270,14 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
             dst.id = 0
             B.truncate(dst, size)
             return
-        if dst.is_const:
-            v = int.from_bytes((dst.value & ((1 << ins.imm) - 1)).to_bytes(size, "little"), "big")
-            dst.make_known(v)
-            return
+        # a byte swap: each known bit moves with its byte (Linux tracks it in the tnum)
+        mask = (1 << ins.imm) - 1
+        v, m = dst.var
+        swap = lambda n: int.from_bytes((n & mask).to_bytes(size, "little"), "big")
+        var = (swap(v), swap(m))
         dst.make_unknown()
-        if size < 8:
-            B.truncate(dst, size)
+        dst.var = var
+        B.sync(dst)
         return
     # Binary operations.
     if not x and o in _CONST_OPS and o != op.ARSH:
@@ -314,8 +313,6 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
         if dst.is_pointer and src.is_pointer:
             if o == op.SUB and env.priv:
                 dst.make_unknown()
-                if not is64:
-                    B.zext32(dst)
                 return
             env.fail(f"R{ins.dst} pointer {_ALU_STR[o]} pointer prohibited")
         if dst.is_pointer:
@@ -325,8 +322,6 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
         return
     if o in (op.LSH, op.RSH, op.ARSH) and x and src.is_const and src.value >= (64 if is64 else 32):
         dst.make_unknown()
-        if not is64:
-            B.zext32(dst)
         return
     link = None
     if env.priv and o == op.ADD and is64 and dst.id and src.is_const:

@@ -132,6 +132,14 @@ def sync(r) -> None:
         return
     smin, smax, umin, umax = r.smin, r.smax, r.umin, r.umax
     s32min, s32max, u32min, u32max = r.s32min, r.s32max, r.u32min, r.u32max
+    # A pure function of nine numbers that loops feed the same inputs again and again.
+    key = (v, m, smin, smax, umin, umax, s32min, s32max, u32min, u32max)
+    got = _SYNCED.get(key)
+    if got is not None:
+        (r.var, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min, r.u32max) = got
+        return
+    if len(_SYNCED) >= _SYNC_CACHE_MAX:
+        _SYNCED.clear()
     for _ in (0, 1):
         # from the tnum
         v32, m32 = v & U32, m & U32
@@ -160,80 +168,164 @@ def sync(r) -> None:
             umax = v | m
         if _:
             break
-        # 32-bit facts from 64-bit ones
+        # 32-bit facts from 64-bit ones (comparisons written out: this is the hot path)
         if (umin >> 32) == (umax >> 32):
-            u32min = max(u32min, umin & U32)
-            u32max = min(u32max, umax & U32)
-            a, b = s32(umin), s32(umax)
+            lo, up = umin & U32, umax & U32
+            if lo > u32min:
+                u32min = lo
+            if up < u32max:
+                u32max = up
+            a = lo - 0x100000000 if lo >> 31 else lo
+            b = up - 0x100000000 if up >> 31 else up
             if a <= b:
-                s32min = max(s32min, a)
-                s32max = min(s32max, b)
+                if a > s32min:
+                    s32min = a
+                if b < s32max:
+                    s32max = b
         if (smin >> 32) == (smax >> 32):
-            u32min = max(u32min, smin & U32)
-            u32max = min(u32max, smax & U32)
-            a, b = s32(smin), s32(smax)
+            lo, up = smin & U32, smax & U32
+            if lo > u32min:
+                u32min = lo
+            if up < u32max:
+                u32max = up
+            a = lo - 0x100000000 if lo >> 31 else lo
+            b = up - 0x100000000 if up >> 31 else up
             if a <= b:
-                s32min = max(s32min, a)
-                s32max = min(s32max, b)
+                if a > s32min:
+                    s32min = a
+                if b < s32max:
+                    s32max = b
         # upper halves two consecutive numbers, lower halves a range through zero
-        if ((umin >> 32) + 1) & U32 == (umax >> 32) & U32 and s32(umin) < 0 <= s32(umax):
-            s32min = max(s32min, s32(umin))
-            s32max = min(s32max, s32(umax))
-        if (((smin >> 32) + 1) & U32) == (smax >> 32) & U32 and s32(smin) < 0 <= s32(smax):
-            s32min = max(s32min, s32(smin))
-            s32max = min(s32max, s32(smax))
-        a, b = s32(u32min), s32(u32max)
+        if ((umin >> 32) + 1) & U32 == (umax >> 32) & U32:
+            a, b = s32(umin), s32(umax)
+            if a < 0 <= b:
+                if a > s32min:
+                    s32min = a
+                if b < s32max:
+                    s32max = b
+        if (((smin >> 32) + 1) & U32) == (smax >> 32) & U32:
+            a, b = s32(smin), s32(smax)
+            if a < 0 <= b:
+                if a > s32min:
+                    s32min = a
+                if b < s32max:
+                    s32max = b
+        a = u32min - 0x100000000 if u32min >> 31 else u32min
+        b = u32max - 0x100000000 if u32max >> 31 else u32max
         if a <= b:
-            s32min = max(s32min, a)
-            s32max = min(s32max, b)
-        if (s32min & U32) <= (s32max & U32):
-            u32min = max(u32min, s32min & U32)
-            u32max = min(u32max, s32max & U32)
+            if a > s32min:
+                s32min = a
+            if b < s32max:
+                s32max = b
+        lo, up = s32min & U32, s32max & U32
+        if lo <= up:
+            if lo > u32min:
+                u32min = lo
+            if up < u32max:
+                u32max = up
         # signed and unsigned 64-bit facts
-        a, b = s64(umin), s64(umax)
+        a = umin - 0x10000000000000000 if umin >> 63 else umin
+        b = umax - 0x10000000000000000 if umax >> 63 else umax
         if a <= b:
-            smin = max(smin, a)
-            smax = min(smax, b)
-        if (smin & U64) <= (smax & U64):
-            umin = max(umin, smin & U64)
-            umax = min(umax, smax & U64)
-        elif umax < (smin & U64):
+            if a > smin:
+                smin = a
+            if b < smax:
+                smax = b
+        lo, up = smin & U64, smax & U64
+        if lo <= up:
+            if lo > umin:
+                umin = lo
+            if up < umax:
+                umax = up
+        elif umax < lo:
             # the signed range wraps through the sign boundary and the unsigned range
             # overlaps only its non-negative end
             smin = s64(umin)
-            umax = min(umax, smax & U64)
-        elif (smax & U64) < umin:
+            if up < umax:
+                umax = up
+        elif up < umin:
             smax = s64(umax)
-            umin = max(umin, smin & U64)
+            if lo > umin:
+                umin = lo
         # 64-bit facts from 32-bit ones
-        hi = ~U32 & U64
-        umin = max(umin, (umin & hi) | u32min)
-        umax = min(umax, (umax & hi) | u32max)
-        smin = max(smin, s64((smin & hi) | u32min))
-        smax = min(smax, s64((smax & hi) | u32max))
-        if (s32min & U32) <= (s32max & U32):
-            lo, up = s32min & U32, s32max & U32
-            umin = max(umin, (umin & hi) | lo)
-            umax = min(umax, (umax & hi) | up)
-            smin = max(smin, s64((smin & hi) | lo))
-            smax = min(smax, s64((smax & hi) | up))
-        a, b = s64(umin), s64(umax)
+        hi = _HI32
+        x = (umin & hi) | u32min
+        if x > umin:
+            umin = x
+        x = (umax & hi) | u32max
+        if x < umax:
+            umax = x
+        x = s64((smin & hi) | u32min)
+        if x > smin:
+            smin = x
+        x = s64((smax & hi) | u32max)
+        if x < smax:
+            smax = x
+        lo, up = s32min & U32, s32max & U32
+        if lo <= up:
+            x = (umin & hi) | lo
+            if x > umin:
+                umin = x
+            x = (umax & hi) | up
+            if x < umax:
+                umax = x
+            x = s64((smin & hi) | lo)
+            if x > smin:
+                smin = x
+            x = s64((smax & hi) | up)
+            if x < smax:
+                smax = x
+        a = umin - 0x10000000000000000 if umin >> 63 else umin
+        b = umax - 0x10000000000000000 if umax >> 63 else umax
         if a <= b:
-            smin = max(smin, a)
-            smax = min(smax, b)
-        if (smin & U64) <= (smax & U64):
-            umin = max(umin, smin & U64)
-            umax = min(umax, smax & U64)
+            if a > smin:
+                smin = a
+            if b < smax:
+                smax = b
+        lo, up = smin & U64, smax & U64
+        if lo <= up:
+            if lo > umin:
+                umin = lo
+            if up < umax:
+                umax = up
         # tnum from the ranges
         if umin <= umax:
-            v, m = tnum.intersect((v, m), tnum.range_(umin, umax))
+            chi = umin ^ umax
+            if chi == 0:
+                rv, rm = umin, 0
+            elif chi >> 63:
+                rv, rm = 0, U64
+            else:
+                rm = (1 << chi.bit_length()) - 1
+                rv = umin & ~rm
+            mu = m & rm
+            v = (v | rv) & ~mu & U64
+            m = mu
         if u32min <= u32max:
-            v32, m32 = tnum.intersect((v & U32, m & U32), tnum.range_(u32min, u32max))
+            chi = u32min ^ u32max
+            if chi == 0:
+                rv, rm = u32min, 0
+            else:
+                rm = (1 << chi.bit_length()) - 1
+                rv = u32min & ~rm
+            mu = m & U32 & rm
+            v32 = ((v & U32) | rv) & ~mu & U32
             v = (v & hi) | v32
-            m = (m & hi) | m32
-    r.var = (v, m)
-    r.smin, r.smax, r.umin, r.umax = smin, smax, umin, umax
-    r.s32min, r.s32max, r.u32min, r.u32max = s32min, s32max, u32min, u32max
+            m = (m & hi) | mu
+    got = ((v, m), smin, smax, umin, umax, s32min, s32max, u32min, u32max)
+    _SYNCED[key] = got
+    (r.var, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min, r.u32max) = got
+
+
+_HI32 = ~U32 & U64
+_SYNCED: dict = {}
+_SYNC_CACHE_MAX = 1 << 16
+
+
+def new_verification() -> None:
+    """Start each verification with an empty cache, so that its time does not depend on
+    what was verified before (benchmarks compare single cold verifications)."""
+    _SYNCED.clear()
 
 
 def consistent(r) -> bool:

@@ -147,8 +147,7 @@ def _mark_null(env: Env, st: State, rid: int, is_null: bool) -> None:
                 r.make_known(0)
             else:
                 r.type = OR_NULL_TYPES[r.type]
-                if r.type == PTR_TO_MAP_VALUE:
-                    r.id = 0
+                r.id = 0        # (Linux keeps it only for spin locks, which pybpf lacks)
     if is_null:
         st.refs = tuple(x for x in st.refs if x[0] != rid)
 
@@ -165,6 +164,33 @@ def _good_pkt_pointers(st: State, dst: Reg, open_right: bool) -> None:
             r.range = max(r.range, new_range)
 
 
+AT_PKT_END, BEYOND_PKT_END = -1, -2
+
+
+def _mark_pkt_end(r: Reg, beyond: bool) -> None:
+    """``r`` is known to be at (>=) or beyond (>) pkt_end: a later comparison of it with
+    pkt_end is decided (Linux: mark_pkt_end; only for packet, not meta, pointers)."""
+    if r.type == PTR_TO_PACKET:
+        r.range = BEYOND_PKT_END if beyond else AT_PKT_END
+
+
+def _pkt_branch_taken(d: Reg, s: Reg, o: int) -> int:
+    if s.type == PTR_TO_PACKET_END:
+        pkt = d
+    elif d.type == PTR_TO_PACKET_END:
+        pkt = s
+        o = _SWAP.get(o, o)
+    else:
+        return -1
+    if pkt.range >= 0:
+        return -1
+    if o in (op.JLE, op.JGT) and pkt.range == BEYOND_PKT_END:
+        return int(o == op.JGT)
+    if o in (op.JLT, op.JGE):
+        return int(o == op.JGE)
+    return -1
+
+
 def _pkt_compare(env, taken: State, fall: State, ins: Insn, d: Reg, s: Reg, o: int) -> bool:
     def pkt(r):
         return r.type == PTR_TO_PACKET
@@ -176,28 +202,21 @@ def _pkt_compare(env, taken: State, fall: State, ins: Insn, d: Reg, s: Reg, o: i
         return False
     dn, sn = ins.dst, ins.src
     T = lambda state, regno: state.cur.regs[regno]
+    # (state where the pointer is in bounds, its register, open range; state where it
+    # is at or beyond pkt_end, its register, beyond) per comparison and operand order
     if o == op.JGT:
-        if fwd:
-            _good_pkt_pointers(fall, T(fall, dn), False)
-        else:
-            _good_pkt_pointers(taken, T(taken, sn), True)
+        plan = (fall, dn, False, taken, dn, True) if fwd else (taken, sn, True, fall, sn, False)
     elif o == op.JLT:
-        if fwd:
-            _good_pkt_pointers(taken, T(taken, dn), True)
-        else:
-            _good_pkt_pointers(fall, T(fall, sn), False)
+        plan = (taken, dn, True, fall, dn, False) if fwd else (fall, sn, False, taken, sn, True)
     elif o == op.JGE:
-        if fwd:
-            _good_pkt_pointers(fall, T(fall, dn), True)
-        else:
-            _good_pkt_pointers(taken, T(taken, sn), False)
+        plan = (fall, dn, True, taken, dn, False) if fwd else (taken, sn, False, fall, sn, True)
     elif o == op.JLE:
-        if fwd:
-            _good_pkt_pointers(taken, T(taken, dn), False)
-        else:
-            _good_pkt_pointers(fall, T(fall, sn), True)
+        plan = (taken, dn, False, fall, dn, True) if fwd else (fall, sn, True, taken, sn, False)
     else:
         return False
+    good_st, good_r, open_right, end_st, end_r, beyond = plan
+    _good_pkt_pointers(good_st, T(good_st, good_r), open_right)
+    _mark_pkt_end(T(end_st, end_r), beyond)
     return True
 
 
@@ -232,7 +251,11 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
             env.fail(f"R{ins.src} pointer comparison prohibited")
     else:
         s = Reg.scalar(ins.imm & B.U32 if is32 else ins.imm)
-    taken = branch_taken(d, s, o, is32)
+    if not is32 and (d.type in PKT_TYPES or d.type == PTR_TO_PACKET_END) and \
+            (s.type in PKT_TYPES or s.type == PTR_TO_PACKET_END):
+        taken = _pkt_branch_taken(d, s, o)
+    else:
+        taken = branch_taken(d, s, o, is32)
     if taken >= 0:
         if d.type == SCALAR and s.type == SCALAR:
             mark_precise(d)

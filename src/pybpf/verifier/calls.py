@@ -11,11 +11,11 @@ from . import helpers as H
 from . import tnum
 from .regstate import (CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE,
     PTR_TO_MAP_VALUE_OR_NULL, PTR_TO_MEM, PTR_TO_MEM_OR_NULL, PTR_TO_PACKET, PTR_TO_PACKET_END,
-    PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
+    PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise, PTR_TO_FUNC, PTR_TO_MAP_KEY)
 from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame
-from .state import State
+from .state import IdMap, State, regsafe
 
-from .env import MAX_VAR_OFF, Env, PathDone, VerifyError
+from .env import MAX_VAR_OFF, Env, PathDone, VerifyError, push_branch
 from .memory import _frame_of, _grow, _pkt_access_ok, check_mem_region, check_packet, stack_bounds
 
 
@@ -36,6 +36,10 @@ def helper_mem_access(env: Env, st: State, regno: int, size: int, write: bool, z
         check_mem_region(env, regno, r, r.off, size, r.map.value_size, "map", zero_ok)
     elif t == PTR_TO_MEM:
         check_mem_region(env, regno, r, r.off, size, r.mem_size, "mem", zero_ok)
+    elif t == PTR_TO_MAP_KEY:
+        if write:
+            env.fail(f"write to change key R{regno} not allowed")
+        check_mem_region(env, regno, r, r.off, size, r.map.key_size, "key", zero_ok)
     elif t == PTR_TO_STACK:
         if size == 0 and zero_ok:
             return
@@ -105,6 +109,7 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
     mem_null = False
     alloc_size = 0
     release_ref = 0
+    cb_sub = None
     for i, kind in enumerate(proto.args):
         regno = i + 1
         r = env.read_reg(st, regno)
@@ -117,7 +122,8 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
             if r.type != CONST_PTR_TO_MAP:
                 env.fail(f"R{regno} type={r.type} expected=map_ptr")
             meta_map = r.map
-            if not H.map_compatible(proto, meta_map.map_type):
+            # for_each_map_elem's map is checked when its callback is set up (below)
+            if fid != H.FOR_EACH_MAP_ELEM and not H.map_compatible(proto, meta_map.map_type):
                 if fid == 12:
                     # Linux prints this one without a newline: the stats line follows on the same line.
                     env.log.write("expected prog array map for tail call")
@@ -126,7 +132,8 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
         elif kind in (H.MAP_KEY, H.MAP_VALUE, H.MAP_VALUE_UNINIT):
             if meta_map is None:
                 env.fail(f"invalid map_ptr to access map->{'key' if kind == H.MAP_KEY else 'value'}")
-            if r.type not in (PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_VALUE, PTR_TO_MEM):
+            if r.type not in (PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_VALUE, PTR_TO_MEM,
+                              PTR_TO_MAP_KEY):
                 env.fail(f"R{regno} type={r.type} expected={_MEM_TYPES_MSG}")
             size = meta_map.key_size if kind == H.MAP_KEY else meta_map.value_size
             helper_mem_access(env, st, regno, size, kind == H.MAP_VALUE_UNINIT, False)
@@ -136,7 +143,7 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
             null_ok = kind in (H.MEM_OR_NULL, H.UNINIT_MEM_OR_NULL)
             if not (null_ok and r.type == SCALAR and r.is_const and r.value == 0):
                 if r.type not in (PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_VALUE,
-                                  PTR_TO_MEM):
+                                  PTR_TO_MEM, PTR_TO_MAP_KEY):
                     env.fail(f"R{regno} type={r.type} expected={_MEM_TYPES_MSG}")
             mem_regno = regno
             mem_write = kind in (H.UNINIT_MEM, H.UNINIT_MEM_OR_NULL)
@@ -173,6 +180,13 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
                 env.fail(f"R{regno} must have zero offset when passed to release func or trusted arg to kfunc",
                          E.EINVAL)
             release_ref = r.ref_obj_id
+        elif kind == H.FUNC:
+            if r.type != PTR_TO_FUNC:
+                env.fail(f"R{regno} type={r.type} expected=func")
+            cb_sub = r.subprog
+        elif kind == H.STACK_OR_NULL:
+            if r.type != PTR_TO_STACK and not (r.type == SCALAR and r.is_const and r.value == 0):
+                env.fail(f"R{regno} type={r.type} expected=fp")
         elif kind == H.CONST_STR:
             if r.type != PTR_TO_MAP_VALUE or not (r.map.flags & 0x80):
                 env.fail(f"R{regno} does not point to a readonly map'")
@@ -188,6 +202,8 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
                     r.make_not_init()
     if fid == 12:
         env.has_tail_call = True
+    if cb_sub is not None:
+        _push_callback(env, st, idx, fid, cb_sub, meta_map)
     for i in range(1, 6):
         regs[i].make_not_init()
         env.scratched.add(i)
@@ -204,6 +220,7 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
         else:
             r0.assign(Reg.pointer(PTR_TO_MAP_VALUE_OR_NULL, map=meta_map, id=env.new_id()))
     elif proto.ret == H.RET_ALLOC_MEM_OR_NULL:
+        env.new_id()        # Linux numbers the maybe-NULL pointer, then the reference it acquires
         rid = env.new_id()
         r0.assign(Reg.pointer(PTR_TO_MEM_OR_NULL, id=rid, ref_obj_id=rid, mem_size=alloc_size))
         st.refs = st.refs + ((rid, idx),)
@@ -214,6 +231,46 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
                     r.make_unknown()
                 else:
                     r.make_not_init()
+
+
+def _push_callback(env: Env, st: State, idx: int, fid: int, sub: int, m) -> None:
+    """Queue the callback's entry state and let the current path go on past the call as if
+    the callback were not called.  The callback returns to the call itself, which is thus
+    a loop: it is explored until its states repeat (bpf_loop: or until the iteration count
+    is reached), as Linux does since 6.7."""
+    caller = st.cur
+    regs = caller.regs
+    if fid == H.LOOP:
+        mark_precise(regs[1])
+        if caller.callback_depth >= regs[1].umax:
+            caller.callback_depth = 0
+            if env.log.level & 2:
+                env.log.write(f"frame{caller.frameno} bpf_loop iteration limit reached\n")
+            return
+    if len(st.frames) >= op.MAX_CALL_FRAMES:
+        env.fail(f"the call stack of {len(st.frames) + 1} frames is too deep", E.E2BIG)
+    if fid == H.FOR_EACH_MAP_ELEM and m.map_type not in H.FOR_EACH_MAPS:
+        env.fail("callback function not allowed for map", H.ENOTSUPP)
+    cb = st.copy()
+    callee = Frame(frameno=len(cb.frames), callsite=idx, subprog=sub)
+    callee.in_callback = True
+    args = cb.cur.regs
+    if fid == H.LOOP:
+        callee.regs[1].make_unknown()                 # the u32 index
+        callee.regs[2].assign(args[3])                # the callback's ctx
+    else:
+        callee.regs[1].assign(Reg.pointer(CONST_PTR_TO_MAP, map=m))
+        callee.regs[2].assign(Reg.pointer(PTR_TO_MAP_KEY, map=m))
+        callee.regs[3].assign(Reg.pointer(PTR_TO_MAP_VALUE, map=m))
+        callee.regs[4].assign(args[3])
+    cb.cur.callback_depth += 1
+    cb.frames.append(callee)
+    caller.callback_depth = 0
+    # Linux marks the whole state scratched when it sets up the callee: the caller's line
+    # after the call shows all of it
+    env.scratched.update(range(11))
+    env.scratched_slots.update(range(len(caller.stack)))
+    push_branch(env, cb, env.cfg.subprog_starts[sub], idx)
 
 
 def do_pseudo_call(env: Env, st: State, idx: int, ins: Insn) -> int:
@@ -235,8 +292,58 @@ def do_pseudo_call(env: Env, st: State, idx: int, ins: Insn) -> int:
     return target
 
 
+def _widen_imprecise(env: Env, st: State, callsite: int) -> None:
+    """Back at a callback's call: every scalar no check has needed exactly and that differs
+    from the previous visit of the call becomes unknown, so that a counter the callback
+    bumps does not make each iteration a new state (Linux: widen_imprecise_scalars)."""
+    prev = None
+    for cp in env.explored.get(callsite, ()):
+        old = cp.state
+        if len(old.frames) == len(st.frames) and \
+                all(a.callsite == b.callsite for a, b in zip(old.frames, st.frames)):
+            prev = old          # the most recent one, as Linux finds it
+    if prev is None:
+        return
+    idmap = IdMap()
+
+    def widen(o: Reg, c: Reg) -> None:
+        if o.type != SCALAR or c.type != SCALAR or o.precise or c.precise:
+            return
+        if regsafe(o, c, idmap, True):
+            return
+        c.make_unknown()
+
+    for fo, fc in zip(prev.frames, st.frames):
+        for o, c in zip(fo.regs[:10], fc.regs[:10]):
+            widen(o, c)
+        for so, sc in zip(fo.stack, fc.stack):
+            if so.is_spill and sc.is_spill:
+                widen(so.spilled, sc.spilled)
+
+
 def do_exit(env: Env, st: State, idx: int) -> int:
     r0 = st.cur.regs[0]
+    if len(st.frames) > 1 and st.cur.in_callback:
+        if r0.type == PTR_TO_STACK and r0.frameno == st.cur.frameno:
+            env.fail("cannot return stack pointer to the caller", E.EINVAL)
+        if r0.type != SCALAR:
+            env.fail("R0 not a scalar value")
+        mark_precise(r0)
+        if r0.smin < 0 or r0.smax > 1:
+            have = ""
+            if r0.smin > B.S64_MIN:
+                have += f" smin={r0.smin}"
+            if r0.smax < B.S64_MAX:
+                have += f" smax={r0.smax}"
+            env.fail(f"At callback return the register R0 has{have or ' unknown scalar value'} "
+                     "should have been in [0, 1]", E.EINVAL)
+        if env.log.on:
+            env.log.write("returning from callee:\n" + env.reg_str(st, all_=True) + "\n")
+        callee = st.frames.pop()
+        _widen_imprecise(env, st, callee.callsite)
+        if env.log.on:
+            env.log.write(f"to caller at {callee.callsite}:\n" + env.reg_str(st, all_=True) + "\n")
+        return callee.callsite
     if len(st.frames) > 1:
         if r0.type == PTR_TO_STACK and r0.frameno == st.cur.frameno:
             env.fail("cannot return stack pointer to the caller", E.EINVAL)

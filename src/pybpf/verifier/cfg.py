@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..isa import opcodes as op
 from ..isa.insn import Insn
-from .helpers import PROTOS
+from .helpers import CALLBACK_HELPERS, PROTOS
 
 
 class CfgError(Exception):
@@ -24,6 +24,8 @@ class Cfg:
     live_in: list[int] = field(default_factory=list)   # bitmask of live registers before each insn
     loop_headers: set[int] = field(default_factory=set)
     scc: dict[int, int] = field(default_factory=dict)  # insn -> id of the loop (SCC) it is in
+    callback_calls: set[int] = field(default_factory=set)  # helper calls that call back
+    stack_live: list[int] = field(default_factory=list)  # bitmask of stack slots live before each insn
 
     def subprog_of(self, idx: int) -> int:
         n = 0
@@ -52,23 +54,29 @@ def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
         if ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL:
             t = i + ins.imm + 1
             if t < 0 or t >= n:
-                raise CfgError(f"call to invalid destination", EINVAL)
+                raise CfgError("call to invalid destination", EINVAL)
             starts.add(t)
         elif ins.code == op.LD_IMM64 and ins.src == op.PSEUDO_FUNC:
             t = i + ins.imm + 1
             if t < 0 or t >= n:
-                raise CfgError(f"function pointer to invalid destination", EINVAL)
+                raise CfgError("function pointer to invalid destination", EINVAL)
             starts.add(t)
     subs = sorted(starts)
     if len(subs) > 1 and not privileged:
-        raise CfgError("function calls to other bpf functions are allowed for CAP_BPF and CAP_SYS_ADMIN",
-                       EINVAL)
+        raise CfgError("loading/calling other bpf or kernel functions are allowed for CAP_BPF and "
+                       "CAP_SYS_ADMIN", 1)     # EPERM
+    # Successors and jump flags once: the walks below all need them.
+    jumps = [_is_jump(ins) for ins in insns]
+    succ = [_succ(insns, i) for i in range(n)]
+    for i in range(n - 1):
+        if insns[i].code == op.LD_IMM64:
+            succ[i + 1] = ()
     bounds = subs + [n]
     for k in range(len(subs)):
         lo, hi = bounds[k], bounds[k + 1]
         for i in range(lo, hi):
             ins = insns[i]
-            if _is_jump(ins):
+            if jumps[i]:
                 t = jump_target(insns, i)
                 if t < lo or t >= hi:
                     raise CfgError(f"jump out of range from insn {i} to {t}", EINVAL)
@@ -84,8 +92,9 @@ def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
     state = [0] * n            # 0 unseen, 1 on stack, 2 done
     prune = set()
     loops = set()
+    callback_calls = set()
     for s in subs:
-        stack = [(s, iter(_succ(insns, s)))]
+        stack = [(s, iter(succ[s]))]
         if state[s]:
             continue
         state[s] = 1
@@ -106,7 +115,7 @@ def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
                 loops.add(w)
             elif state[w] == 0:
                 state[w] = 1
-                stack.append((w, iter(_succ(insns, w))))
+                stack.append((w, iter(succ[w])))
     for i in range(n):
         if not state[i] and i not in ldimm_second:
             raise CfgError(f"unreachable insn {i}", EINVAL)
@@ -115,7 +124,7 @@ def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
     for i, ins in enumerate(insns):
         if i in ldimm_second:
             continue
-        if _is_jump(ins):
+        if jumps[i]:
             prune.add(jump_target(insns, i))
             if ins.code & 0xF0 != op.JA:
                 prune.add(i)
@@ -123,13 +132,18 @@ def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
             prune.add(i + 1)
             if ins.src == op.PSEUDO_CALL:
                 prune.add(i)
+            elif ins.src == op.CALL_HELPER and ins.imm in CALLBACK_HELPERS:
+                prune.add(i)
+                callback_calls.add(i)
     cfg = Cfg(subs, prune, loop_headers=loops)
-    cfg.live_in = _liveness(insns, n, prog_type)
-    cfg.scc = _loops(insns, n, ldimm_second)
+    cfg.callback_calls = callback_calls
+    cfg.live_in = _liveness(insns, n, prog_type, succ)
+    cfg.stack_live = _stack_liveness(insns, n, succ, subs)
+    cfg.scc = _loops(succ, n, ldimm_second)
     return cfg
 
 
-def _loops(insns, n, skip) -> dict[int, int]:
+def _loops(succ, n, skip) -> dict[int, int]:
     """Number the loops (strongly connected components with a cycle) in the order Tarjan's
     algorithm completes them, as Linux numbers them in its liveness dump."""
     index = {}
@@ -142,7 +156,7 @@ def _loops(insns, n, skip) -> dict[int, int]:
     for root in range(n):
         if root in index or root in skip:
             continue
-        work = [(root, iter(_succ(insns, root)))]
+        work = [(root, iter(succ[root]))]
         index[root] = low[root] = counter
         counter += 1
         stack.append(root)
@@ -158,7 +172,7 @@ def _loops(insns, n, skip) -> dict[int, int]:
                     counter += 1
                     stack.append(w)
                     on.add(w)
-                    work.append((w, iter(_succ(insns, w))))
+                    work.append((w, iter(succ[w])))
                 elif w in on:
                     low[v] = min(low[v], index[w])
                 continue
@@ -174,7 +188,7 @@ def _loops(insns, n, skip) -> dict[int, int]:
                     comp.append(x)
                     if x == v:
                         break
-                if len(comp) > 1 or v in _succ(insns, v):
+                if len(comp) > 1 or v in succ[v]:
                     scc_id += 1
                     for x in comp:
                         out[x] = scc_id
@@ -244,10 +258,8 @@ def _uses_defs(ins: Insn, prog_type: int) -> tuple[int, int]:
     return (0, 0)
 
 
-def _liveness(insns, n, prog_type) -> list[int]:
+def _liveness(insns, n, prog_type, succ) -> list[int]:
     ud = [_uses_defs(i, prog_type) for i in insns]
-    succ = [(_succ(insns, i) if insns[i].code != 0 or i == 0 or insns[i - 1].code != op.LD_IMM64 else ())
-            for i in range(n)]
     live = [0] * n
     changed = True
     while changed:
@@ -259,6 +271,84 @@ def _liveness(insns, n, prog_type) -> list[int]:
                     out |= live[s]
             u, d = ud[i]
             v = (u | (out & ~d)) & 0x7FF
+            if v != live[i]:
+                live[i] = v
+                changed = True
+    return live
+
+
+# --- stack slot liveness ------------------------------------------------------------------
+
+ALL_SLOTS = (1 << 64) - 1
+
+
+def _slots(off: int, size: int) -> int:
+    """Bitmask of the 8-byte slots (spi = (-off - 1) // 8) that bytes [off, off + size) touch."""
+    if off >= 0 or off + size > 0 or off < -512:
+        return 0
+    first, last = (-(off + size)) // 8, (-off - 1) // 8
+    return ((1 << (last + 1)) - 1) & ~((1 << first) - 1)
+
+
+def _escapes(insns, lo: int, hi: int) -> bool:
+    """Does the function's frame pointer reach anything but a fixed-offset access?  Then any
+    load, helper or call may read its stack through another register."""
+    for i in range(lo, hi):
+        ins = insns[i]
+        cls = ins.code & 7
+        if cls == op.LDX or cls == op.ST:
+            continue
+        if cls == op.STX:
+            if ins.src == 10:
+                return True
+            continue
+        if cls == op.LD:
+            continue
+        if cls in (op.ALU, op.ALU64, op.JMP, op.JMP32):
+            if ins.code & op.X and ins.src == 10:
+                return True
+            if cls in (op.JMP, op.JMP32) and ins.dst == 10 and ins.code not in (op.OP_CALL, op.OP_EXIT):
+                return True
+    return False
+
+
+def _stack_liveness(insns, n, succ, starts) -> list[int]:
+    """For each instruction, the slots of its own frame that some path from it may read before
+    writing them whole.  Pruning ignores the others (a dead slot's contents cannot matter)."""
+    bounds = list(starts) + [n]
+    use = [0] * n
+    kill = [0] * n
+    for k in range(len(starts)):
+        lo, hi = bounds[k], bounds[k + 1]
+        esc = _escapes(insns, lo, hi)
+        for i in range(lo, hi):
+            ins = insns[i]
+            cls = ins.code & 7
+            size = op.SIZE_BYTES.get(ins.code & 0x18, 8) if cls in (op.LDX, op.ST, op.STX) else 0
+            if cls == op.LDX:
+                use[i] = _slots(ins.off, size) if ins.src == 10 else (ALL_SLOTS if esc else 0)
+            elif cls in (op.ST, op.STX):
+                if ins.dst == 10:
+                    if cls == op.STX and (ins.code & 0xE0) == op.ATOMIC:
+                        use[i] = _slots(ins.off, size)
+                    elif size == 8 and ins.off % 8 == 0:
+                        kill[i] = _slots(ins.off, 8)
+                elif cls == op.STX and (ins.code & 0xE0) == op.ATOMIC and esc:
+                    use[i] = ALL_SLOTS
+            elif cls == op.LD and ins.code != op.LD_IMM64:
+                use[i] = 0
+            elif ins.code in (op.OP_CALL, op.OP_CALLX) and esc:
+                use[i] = ALL_SLOTS
+    live = [0] * n
+    changed = True
+    while changed:
+        changed = False
+        for i in range(n - 1, -1, -1):
+            out = 0
+            for t in succ[i]:
+                if 0 <= t < n:
+                    out |= live[t]
+            v = use[i] | (out & ~kill[i])
             if v != live[i]:
                 live[i] = v
                 changed = True

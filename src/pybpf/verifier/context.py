@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .progtypes import KPROBE, SCHED_ACT, SCHED_CLS, SOCKET_FILTER, XDP
+from .progtypes import KPROBE, SCHED_ACT, SCHED_CLS, SOCKET_FILTER, TRACEPOINT, XDP
 from .regstate import PTR_TO_PACKET, PTR_TO_PACKET_END, PTR_TO_PACKET_META, SCALAR
 
 
@@ -50,6 +50,10 @@ PT_REGS = _fields([(n, 8, 1) for n in (
     "r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di",
     "orig_ax", "ip", "cs", "flags", "sp", "ss")])
 PT_REGS_SIZE = 168
+# A tracepoint program's context is the raw trace record (Linux: PERF_MAX_TRACE_SIZE bytes at
+# most); its first 8 bytes are the common header the program may not read.
+TP_RECORD_MAX = 8192
+TP_HEADER = 8
 
 PKT_FIELDS = {"data": PTR_TO_PACKET, "data_end": PTR_TO_PACKET_END, "data_meta": PTR_TO_PACKET_META}
 
@@ -157,6 +161,15 @@ def _kprobe_access(off, size, write):
     return _field_at(PT_REGS, off), SCALAR
 
 
+def _tp_access(off, size, write):
+    # Linux takes any naturally aligned read past the header.  Its bound check compares the
+    # offset as unsigned only on the low side, so it also lets negative offsets through; they
+    # would read before the record, which pybpf refuses (a deliberate difference).
+    if write or off < TP_HEADER or off >= TP_RECORD_MAX or off % size:
+        return None
+    return Field("record", off, size), SCALAR
+
+
 def check_access(prog_type: int, off: int, size: int, write: bool,
                  expected_attach_type: int = 0) -> Access | None:
     """The permitted access of ``size`` bytes at context offset ``off``, or None."""
@@ -168,6 +181,10 @@ def check_access(prog_type: int, off: int, size: int, write: bool,
         got = _xdp_access(off, size, write, expected_attach_type)
     elif prog_type == KPROBE:
         got = _kprobe_access(off, size, write)
+    elif prog_type == TRACEPOINT:
+        got = _tp_access(off, size, write)
+        # the record is the runtime context itself: nothing to rewrite
+        return None if got is None else Access(got[0], SCALAR, off, size)
     else:
         got = None
     if got is None:

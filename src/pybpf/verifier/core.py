@@ -20,7 +20,7 @@ from .regstate import SCALAR, mark_precise
 from .stack import SLOT, SPILL
 from .state import Checkpoint, State, states_equal
 
-from .env import Env, PathDone, VerifyError, push_branch
+from .env import Env, PathDone, VerifyError
 from .alu import do_alu, scalar_alu
 from .memory import do_atomic, do_ld, do_ldx, do_store
 from .branches import do_jmp
@@ -29,13 +29,35 @@ from .calls import do_exit, do_helper_call, do_pseudo_call
 __all__ = ["Env", "VerifyError", "PathDone", "explore", "step", "scalar_alu"]
 
 
+def _stack_masks(env: Env, st: State, idx: int) -> list[int]:
+    """Per frame, the stack slots a continuation from ``idx`` may still read."""
+    frames = st.frames
+    live = env.cfg.stack_live
+    if len(frames) == 1:
+        return [live[idx]]
+    out = []
+    for k in range(len(frames)):
+        if k == len(frames) - 1:
+            out.append(live[idx])
+        elif frames[k + 1].in_callback:
+            out.append(live[frames[k + 1].callsite])
+        else:
+            out.append(live[frames[k + 1].callsite + 1])
+    return out
+
+
 def _live_masks(env: Env, st: State, idx: int) -> list[int]:
     frames = st.frames
     live = env.cfg.live_in
+    if len(frames) == 1:
+        return [live[idx] | (1 << 10)]
     masks = []
     for k in range(len(frames)):
         if k == len(frames) - 1:
             masks.append(live[idx] | (1 << 10))
+        elif frames[k + 1].in_callback:
+            # a callback returns to the helper call itself, which reads its arguments again
+            masks.append(live[frames[k + 1].callsite] | 0x3C0 | (1 << 10))
         else:
             masks.append(live[frames[k + 1].callsite + 1] | 0x3C0 | (1 << 10))
     return masks
@@ -55,10 +77,12 @@ def _propagate_precision(old: State, cur: State) -> None:
 
 def is_state_visited(env: Env, st: State, idx: int) -> bool:
     lst = env.explored.get(idx)
-    add = env.jmps - env.prev_jmps >= 2 and env.processed - env.prev_insns >= 8
+    calls_back = idx in env.cfg.callback_calls
+    add = calls_back or (env.jmps - env.prev_jmps >= 2 and env.processed - env.prev_insns >= 8)
     masks = None
     if lst:
         masks = _live_masks(env, st, idx)
+        smasks = _stack_masks(env, st, idx)
         env.max_states_per_insn = max(env.max_states_per_insn, len(lst))
         keep = []
         hit = False
@@ -66,7 +90,16 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
             if hit:
                 keep.append(cp)
                 continue
-            if cp.branches > 0:
+            if cp.branches > 0 and calls_back:
+                # A callback loop: a state whose every value is within an earlier one's
+                # adds nothing new; no infinite-loop verdict (the helper bounds the calls).
+                if states_equal(cp.state, st, masks, False, env.priv, within=True, stack_masks=smasks):
+                    cp.hit += 1
+                    hit = True
+                    _propagate_precision(cp.state, st)
+                    keep.append(cp)
+                    continue
+            elif cp.branches > 0:
                 if states_equal(cp.state, st, masks, True, env.priv):
                     if env.log.on:
                         env.log.write(f"infinite loop detected at insn {idx}\n")
@@ -75,7 +108,7 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                     raise VerifyError(f"infinite loop detected at insn {idx}", E.EINVAL, logged=True)
                 if env.jmps - env.prev_jmps < 20 and env.processed - env.prev_insns < 100:
                     add = False
-            elif states_equal(cp.state, st, masks, False, env.priv):
+            elif states_equal(cp.state, st, masks, False, env.priv, stack_masks=smasks):
                 cp.hit += 1
                 hit = True
                 _propagate_precision(cp.state, st)
@@ -116,52 +149,101 @@ def _finish_path(st: State) -> None:
         cp = cp.parent
 
 
-def _check_insn(env: Env, ins: Insn) -> None:
+def _check_insn(env: Env, ins: Insn, idx: int = -1) -> None:
     if ins.dst > 10:
         env.fail(f"R{ins.dst} is invalid", E.EINVAL)
     if ins.src > 10 and ins.code != op.LD_IMM64:
         env.fail(f"R{ins.src} is invalid", E.EINVAL)
-    reason = check_insn(ins)
+    known = env.insn_errors
+    reason = known[idx] if known is not None and idx >= 0 else check_insn(ins)
     if reason:
         env.fail(reason, E.EINVAL)
 
 
+def _h_alu(env, st, idx, ins):
+    do_alu(env, st, idx, ins)
+    return idx + 1
+
+
+def _h_ldx(env, st, idx, ins):
+    do_ldx(env, st, idx, ins)
+    return idx + 1
+
+
+def _h_store(env, st, idx, ins):
+    do_store(env, st, idx, ins)
+    return idx + 1
+
+
+def _h_atomic(env, st, idx, ins):
+    do_atomic(env, st, idx, ins)
+    return idx + 1
+
+
+def _h_ld(env, st, idx, ins):
+    return idx + do_ld(env, st, idx, ins)
+
+
+def _h_exit(env, st, idx, ins):
+    env.jmps += 1
+    return do_exit(env, st, idx)
+
+
+def _h_pseudo_call(env, st, idx, ins):
+    env.jmps += 1
+    return do_pseudo_call(env, st, idx, ins)
+
+
+def _h_helper(env, st, idx, ins):
+    env.jmps += 1
+    do_helper_call(env, st, idx, ins)
+    return idx + 1
+
+
+def _h_callx(env, st, idx, ins):
+    env.jmps += 1
+    env.fail("unknown opcode 8d", E.EINVAL)
+
+
+def _h_jmp(env, st, idx, ins):
+    env.jmps += 1
+    return do_jmp(env, st, idx, ins)
+
+
+def _handler(ins: Insn):
+    cls = ins.code & 7
+    if cls in (op.ALU, op.ALU64):
+        return _h_alu
+    if cls == op.LDX:
+        return _h_ldx
+    if cls == op.STX:
+        return _h_atomic if (ins.code & 0xE0) == op.ATOMIC else _h_store
+    if cls == op.ST:
+        return _h_store
+    if cls == op.LD:
+        return _h_ld
+    if ins.code == op.OP_EXIT:
+        return _h_exit
+    if ins.code == op.OP_CALL:
+        return _h_pseudo_call if ins.src == op.PSEUDO_CALL else _h_helper
+    if ins.code == op.OP_CALLX:
+        return _h_callx
+    return _h_jmp
+
+
+def _first_visit(handlers):
+    """The handler of an instruction not reached yet: check its encoding when the walk first
+    gets there (as Linux reports it: in exploration order), then dispatch directly."""
+    def run(env, st, idx, ins):
+        _check_insn(env, ins, idx)
+        h = handlers[idx] = _handler(ins)
+        return h(env, st, idx, ins)
+    return run
+
+
 def step(env: Env, st: State, idx: int) -> int:
     """Apply instruction ``idx`` to ``st``; return the next instruction index."""
-    ins = env.insns[idx]
-    if idx not in env.checked:
-        _check_insn(env, ins)
-        env.checked.add(idx)
-    cls = ins.cls
-    if cls in (op.ALU, op.ALU64):
-        do_alu(env, st, idx, ins)
-        return idx + 1
-    if cls == op.LDX:
-        do_ldx(env, st, idx, ins)
-        return idx + 1
-    if cls == op.STX:
-        if (ins.code & 0xE0) == op.ATOMIC:
-            do_atomic(env, st, idx, ins)
-        else:
-            do_store(env, st, idx, ins)
-        return idx + 1
-    if cls == op.ST:
-        do_store(env, st, idx, ins)
-        return idx + 1
-    if cls == op.LD:
-        return idx + do_ld(env, st, idx, ins)
-    code = ins.code
-    env.jmps += 1
-    if code == op.OP_EXIT:
-        return do_exit(env, st, idx)
-    if code == op.OP_CALL:
-        if ins.src == op.PSEUDO_CALL:
-            return do_pseudo_call(env, st, idx, ins)
-        do_helper_call(env, st, idx, ins)
-        return idx + 1
-    if code == op.OP_CALLX:
-        env.fail("unknown opcode 8d", E.EINVAL)
-    return do_jmp(env, st, idx, ins)
+    return env.handlers[idx](env, st, idx, env.insns[idx])
 
 
 def explore(env: Env, st: State) -> None:
@@ -170,6 +252,11 @@ def explore(env: Env, st: State) -> None:
     idx, prev = 0, -1
     print_state = True
     prune_points = env.cfg.prune_points
+    insns = env.insns
+    handlers = env.handlers = [None] * env.n
+    first = _first_visit(handlers)
+    for i in range(env.n):
+        handlers[i] = first
     while True:
         try:
             while True:
@@ -194,7 +281,7 @@ def explore(env: Env, st: State) -> None:
                     env.scratched.clear()
                     env.scratched_slots.clear()
                 print_state = False
-                nxt = step(env, st, idx)
+                nxt = handlers[idx](env, st, idx, insns[idx])
                 if log.on:
                     ins = env.insns[idx]
                     if ins.code == op.OP_EXIT or (ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL):

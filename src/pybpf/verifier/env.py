@@ -79,6 +79,8 @@ class Env:
         self.has_tail_call = False
         self.idx = 0
         self.checked: set[int] = set()
+        self.func_linkage: list[int] | None = None     # per subprogram, from BTF func_info
+        self.insn_errors: list | None = None           # check_insn() of each slot, if known
 
     # ---- small utilities -------------------------------------------------------------------
     def new_id(self) -> int:
@@ -100,6 +102,10 @@ class Env:
                 parts.append(f" R{i}={fmt_reg(r, f.frameno)}")
         only = None if all_ else self.scratched_slots
         parts.extend(" " + s for s in fmt_slots(f, only, lambda r: fmt_reg(r, f.frameno)))
+        if st.refs:
+            parts.append(" refs=" + ",".join(str(rid) for rid, _ in st.refs))
+        if f.in_callback:
+            parts.append(" cb")
         return "".join(parts)
 
     # ---- register access checks -----------------------------------------------------------

@@ -12,7 +12,7 @@ from ..asm.helper_names import HELPER_NAMES as _BPF_NAMES
 
 # uapi order, without the bpf_ prefix the log adds back
 HELPER_NAMES = tuple(_BPF_NAMES[i][4:] for i in range(len(_BPF_NAMES)))
-from .progtypes import KPROBE, SCHED_ACT, SCHED_CLS, SOCKET_FILTER, XDP
+from .progtypes import KPROBE, SCHED_ACT, SCHED_CLS, SOCKET_FILTER, TRACEPOINT, XDP
 
 # Argument kinds.
 ANYTHING = "anything"
@@ -68,8 +68,8 @@ def helper_name(fid: int) -> str:
 
 NET = frozenset({SOCKET_FILTER, SCHED_CLS, SCHED_ACT, XDP})
 TC = frozenset({SCHED_CLS, SCHED_ACT})
-ALL = frozenset({SOCKET_FILTER, SCHED_CLS, SCHED_ACT, XDP, KPROBE})
-TRACE = frozenset({KPROBE})
+ALL = frozenset({SOCKET_FILTER, SCHED_CLS, SCHED_ACT, XDP, KPROBE, TRACEPOINT})
+TRACE = frozenset({KPROBE, TRACEPOINT})
 SKB = frozenset({SOCKET_FILTER, SCHED_CLS, SCHED_ACT})
 TCXDP = frozenset({SCHED_CLS, SCHED_ACT, XDP})
 
@@ -129,6 +129,8 @@ _PROTOS = [
     Proto(132, (ALLOC_MEM, ANYTHING), RET_VOID, prog_types=ALL),
     Proto(133, (ALLOC_MEM, ANYTHING), RET_VOID, prog_types=ALL),
     Proto(134, (CONST_MAP_PTR, ANYTHING), prog_types=ALL, map_types=frozenset({MAP_RINGBUF})),
+    Proto(164, (CONST_MAP_PTR, FUNC, STACK_OR_NULL, ANYTHING), prog_types=ALL),
+    Proto(181, (ANYTHING, FUNC, STACK_OR_NULL, ANYTHING), prog_types=ALL),
     Proto(165, (UNINIT_MEM_OR_NULL, CONST_SIZE_OR_ZERO, CONST_STR, MEM_OR_NULL, CONST_SIZE_OR_ZERO),
           prog_types=ALL),
 ]
@@ -139,6 +141,14 @@ MAX_HELPER_ID = len(HELPER_NAMES)
 # Helpers an unprivileged loader may call (Linux's part of bpf_base_func_proto before the
 # CAP_BPF/CAP_PERFMON checks, plus the socket filter's own).
 UNPRIVILEGED = frozenset({1, 2, 3, 5, 7, 8, 12, 25, 26, 87, 88, 89, 125, 130, 131, 132, 133, 134})
+
+# Helpers that call a callback of the program (synchronously, before they return):
+# Linux verifies the callback as called any number of times at the call instruction.
+CALLBACK_HELPERS = frozenset({164, 181})
+LOOP, FOR_EACH_MAP_ELEM = 181, 164
+FOR_EACH_MAPS = frozenset({MAP_HASH, MAP_ARRAY, MAP_PERCPU_HASH, MAP_PERCPU_ARRAY, MAP_LRU_HASH,
+                           MAP_LRU_PERCPU_HASH})
+ENOTSUPP = 524          # Linux's internal "operation not supported", which bpf() passes through
 
 # Helpers that may be given pointers into the packet (Linux: ``pkt_access`` in the proto).
 PKT_ACCESS = frozenset({1, 2, 3, 28})

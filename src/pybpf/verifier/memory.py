@@ -8,11 +8,10 @@ from ..isa import opcodes as op
 from ..isa.insn import Insn, imm64
 from . import bounds as B
 from . import context as ctxdesc
-from . import helpers as H
 from . import tnum
 from .progtypes import SCHED_ACT, SCHED_CLS, SOCKET_FILTER, XDP
 from .regstate import (CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_MEM,
-    PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg)
+    PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg)
 from .stack import INVALID, MISC, SLOT, SPILL, Frame, read_fixed, write_fixed
 from .state import State
 
@@ -26,10 +25,12 @@ def _pkt_access_ok(prog_type: int) -> bool:
 def check_mem_region(env: Env, regno: int, r: Reg, off: int, size: int, mem_size: int,
                      kind: str, zero_ok: bool = False) -> None:
     """off is the fixed offset (insn off + reg off); the variable part comes from ``r``'s bounds."""
-    def bad(o):
+    def text(o):
         if kind == "map":
-            env.fail(f"invalid access to map value, value_size={mem_size} off={o} size={size}")
-        env.fail(f"invalid access to memory, mem_size={mem_size} off={o} size={size}")
+            return f"invalid access to map value, value_size={mem_size} off={o} size={size}"
+        if kind == "key":
+            return f"invalid access to map key, key_size={mem_size} off={o} size={size}"
+        return f"invalid access to memory, mem_size={mem_size} off={o} size={size}"
 
     def ok(o):
         return o >= 0 and (size > 0 or (size == 0 and zero_ok)) and o + size <= mem_size
@@ -37,22 +38,20 @@ def check_mem_region(env: Env, regno: int, r: Reg, off: int, size: int, mem_size
     if r.smin < 0 and (r.smin == B.S64_MIN or r.smin + off < 0):
         env.fail(f"R{regno} min value is negative, either use unsigned index or do a if (index >=0) check.")
     if not ok(r.smin + off):
-        env.log.write(f"invalid access to map value, value_size={mem_size} off={r.smin + off} size={size}\n"
-                      if kind == "map" else
-                      f"invalid access to memory, mem_size={mem_size} off={r.smin + off} size={size}\n")
+        env.log.write(text(r.smin + off) + "\n")
         env.fail(f"R{regno} min value is outside of the allowed memory range")
     if r.umax >= MAX_VAR_OFF:
         env.fail(f"R{regno} unbounded memory access, make sure to bounds check any such access")
     if not ok(r.umax + off):
-        env.log.write(f"invalid access to map value, value_size={mem_size} off={r.umax + off} size={size}\n"
-                      if kind == "map" else
-                      f"invalid access to memory, mem_size={mem_size} off={r.umax + off} size={size}\n")
+        env.log.write(text(r.umax + off) + "\n")
         env.fail(f"R{regno} max value is outside of the allowed memory range")
 
 
 def check_packet(env: Env, regno: int, r: Reg, off: int, size: int, zero_ok: bool = False) -> None:
     if r.smin < 0:
         env.fail(f"R{regno} min value is negative, either use unsigned index or do a if (index >=0) check.")
+    if r.range < 0:      # at or beyond pkt_end: nothing is readable, and Linux says EINVAL
+        env.fail(f"R{regno} offset is outside of the packet", E.EINVAL)
     if not (off >= 0 and (size > 0 or zero_ok) and off + size <= r.range):
         env.log.write(f"invalid access to packet, off={off} size={size}, R{regno}(id={r.id},off={off},r={r.range})\n")
         env.fail(f"R{regno} offset is outside of the packet")
@@ -91,6 +90,11 @@ def stack_write(env: Env, st: State, regno: int, r: Reg, off: int, size: int,
     frame = _frame_of(st, r)
     _grow(env, st, frame, lo)
     if r.is_const:
+        if val is not None and val.type == SCALAR and env.priv and lo % SLOT == 0 and not val.id \
+                and val.var[1] and (size == SLOT or val.umax < (1 << (size * 8))):
+            # Linux links a spilled scalar with its register (one id), so that what a later
+            # comparison learns about one holds for the other
+            val.id = env.new_id()
         err = write_fixed(frame, lo, size, val, imm, env.priv, own_frame=frame is st.cur)
         if err:
             env.fail(err, E.EINVAL if err.startswith("cannot spill") else E.EACCES)
@@ -166,6 +170,11 @@ def check_mem_access(env: Env, st: State, idx: int, regno: int, off: int, size: 
         check_mem_region(env, regno, r, r.off + off, size, m.value_size, "map")
         if not write:
             res = Reg.scalar()
+    elif t == PTR_TO_MAP_KEY:
+        if write:
+            env.fail(f"write to change key R{regno} not allowed")
+        check_mem_region(env, regno, r, r.off + off, size, r.map.key_size, "key")
+        res = Reg.scalar()
     elif t == PTR_TO_MEM:
         if write and val is not None and env.is_pointer_value(val):
             env.fail(f"R{value_regno} leaks addr into mem")
@@ -276,20 +285,19 @@ def do_ld(env: Env, st: State, idx: int, ins: Insn) -> int:
             if src == op.PSEUDO_MAP_FD:
                 dst.assign(Reg.pointer(CONST_PTR_TO_MAP, map=ref))
             else:
-                off = env.insns[idx + 1].imm & B.U32
-                if m.map_type not in (H.MAP_ARRAY,) or m.max_entries != 1:
-                    env.fail("map direct value access not supported for this map type" if
-                             m.map_type != H.MAP_ARRAY else "direct value access on map with more than 1 entry",
-                             E.EINVAL)
-                if off >= m.value_size:
-                    env.fail(f"invalid access to map value pointer, value_size={m.value_size} off={off}",
-                             E.EINVAL)
+                off = env.insns[idx + 1].imm & B.U32     # checked before exploring
                 dst.assign(Reg.pointer(PTR_TO_MAP_VALUE, off, map=ref))
             return 2
         if src == op.PSEUDO_FUNC:
-            # Callbacks (bpf_loop, for_each_map_elem, timers) need the program's BTF
-            # func_info, which verify() does not take yet: Linux refuses them without it.
-            env.fail("missing btf func_info", E.EINVAL)
+            # A callback's address: Linux wants the program's BTF func_info to know the
+            # function, and only a static function may be called back.
+            if env.func_linkage is None:
+                env.fail("missing btf func_info", E.EINVAL)
+            sub = env.cfg.subprog_starts.index(idx + ins.imm + 1)
+            if env.func_linkage[sub] != 0:
+                env.fail("callback function not static", E.EINVAL)
+            dst.assign(Reg.pointer(PTR_TO_FUNC, subprog=sub))
+            return 2
         env.fail("unsupported bpf_ld_imm64 pseudo source " + str(src), E.EINVAL)
     # LD_ABS / LD_IND
     if env.prog_type not in (SOCKET_FILTER, SCHED_CLS, SCHED_ACT):

@@ -11,6 +11,7 @@ SCALAR = "scalar"
 PTR_TO_CTX = "ctx"
 CONST_PTR_TO_MAP = "map_ptr"
 PTR_TO_MAP_VALUE = "map_value"
+PTR_TO_MAP_KEY = "map_key"
 PTR_TO_MAP_VALUE_OR_NULL = "map_value_or_null"
 PTR_TO_STACK = "fp"
 PTR_TO_PACKET = "pkt"
@@ -158,7 +159,8 @@ def _const(value: int) -> Reg:
 
 
 def _snum(v: int) -> str:
-    return str(v) if -0xFFFF <= v <= 0xFFFF else f"{v & B.U64:#x}"
+    # Linux prints signed values in [S16_MIN, S16_MAX] and unsigned ones up to U16_MAX in decimal
+    return str(v) if -0x8000 <= v <= 0x7FFF else f"{v & B.U64:#x}"
 
 
 def _unum(v: int) -> str:
@@ -185,15 +187,22 @@ def _ranges(r: Reg, parts: list[str]) -> None:
                 continue
             items[j][2] = True
             text += "=" + n2
-        parts.append(text + "=" + (_snum(val) if name[0] == "s" else _unum(val)))
+        if name[0] != "s":
+            num = _unum(val)
+        elif name.endswith("32"):
+            num = str(val) if -0x8000 <= val <= 0x7FFF else f"{val & B.U32:#x}"
+        else:
+            num = _snum(val)
+        parts.append(text + "=" + num)
 
 
 def fmt_reg(r: Reg, frameno: int = 0) -> str:
     """The register as the log prints it; ``frameno`` is the frame being printed."""
     t = r.type
     if t == SCALAR:
+        mark = "P" if r.precise else ""      # the value was needed exactly (precision)
         if r.var[1] == 0:
-            return _snum(B.s64(r.var[0]))
+            return mark + _snum(B.s64(r.var[0]))
         parts = []
         if r.id:
             base = r.id & ~(1 << 31)
@@ -201,7 +210,7 @@ def fmt_reg(r: Reg, frameno: int = 0) -> str:
         _ranges(r, parts)
         if not tnum.is_unknown(r.var):
             parts.append(f"var_off={tnum.fmt(r.var)}")
-        return f"scalar({','.join(parts)})"
+        return f"{mark}scalar({','.join(parts)})"
     if t == PTR_TO_STACK and r.var[1] == 0 and not r.var[0]:
         return f"fp{r.off}" if r.frameno == frameno else f"fp[{r.frameno}]{r.off}"
     parts = []
@@ -209,12 +218,12 @@ def fmt_reg(r: Reg, frameno: int = 0) -> str:
         parts.append(f"id={r.id}")
     if r.ref_obj_id:
         parts.append(f"ref_obj_id={r.ref_obj_id}")
+    if t in (CONST_PTR_TO_MAP, PTR_TO_MAP_VALUE, PTR_TO_MAP_VALUE_OR_NULL, PTR_TO_MAP_KEY):
+        parts.append(f"ks={r.map.key_size},vs={r.map.value_size}")
     if r.off:
         parts.append(f"off={r.off}")
     if t in PKT_TYPES:
-        parts.append(f"r={r.range}")
-    elif t in (CONST_PTR_TO_MAP, PTR_TO_MAP_VALUE, PTR_TO_MAP_VALUE_OR_NULL):
-        parts.append(f"ks={r.map.key_size},vs={r.map.value_size}")
+        parts.append(f"r={_unum(r.range & B.U64)}")
     elif t in (PTR_TO_MEM, PTR_TO_MEM_OR_NULL):
         parts.append(f"sz={r.mem_size}")
     if r.var[1] == 0:

@@ -45,9 +45,13 @@ _UNINIT = Reg()
 class Frame:
     """Registers r0..r10 and the stack of one function invocation."""
 
-    __slots__ = ("regs", "stack", "frameno", "callsite", "subprog")
+    __slots__ = ("regs", "stack", "frameno", "callsite", "subprog", "in_callback", "callback_depth")
 
     def __init__(self, frameno: int = 0, callsite: int = -1, subprog: int = 0):
+        # in_callback: the frame runs a callback (bpf_loop, for_each_map_elem) and returns to
+        # the helper call; callback_depth: callbacks pushed from this frame at that call so far.
+        self.in_callback = False
+        self.callback_depth = 0
         self.regs = [_UNINIT.copy() for _ in range(10)]
         self.regs.append(None)
         self.stack: list[Slot] = []
@@ -64,6 +68,8 @@ class Frame:
         f.frameno = self.frameno
         f.callsite = self.callsite
         f.subprog = self.subprog
+        f.in_callback = self.in_callback
+        f.callback_depth = self.callback_depth
         return f
 
     @property

@@ -67,6 +67,8 @@ class IdMap:
         return a == cur and b == old
 
     def check_scalar(self, old: int, cur: int) -> bool:
+        if not old and not cur:
+            return True         # two fresh ids: always a consistent pair
         if not old:
             self.tmp += 1
             old = self.tmp
@@ -88,7 +90,9 @@ def _tnum_in(a, b) -> bool:
     return (b[0] & ~a[1]) == a[0]
 
 
-def regsafe(o: Reg, c: Reg, idmap: IdMap, exact: bool) -> bool:
+def regsafe(o: Reg, c: Reg, idmap: IdMap, exact: bool, within: bool = False) -> bool:
+    """Is ``c`` covered by ``o``?  ``exact``: identical; ``within``: every scalar's range
+    included, precise or not (Linux's RANGE_WITHIN, used where callbacks loop)."""
     if exact:
         if o.type != c.type:
             return False
@@ -105,7 +109,7 @@ def regsafe(o: Reg, c: Reg, idmap: IdMap, exact: bool) -> bool:
     if o.type != c.type:
         return False
     if o.type == SCALAR:
-        if not o.precise:
+        if not o.precise and not within:
             return True
         if (o.id >> 31) != (c.id >> 31) or o.off != c.off:
             return False
@@ -115,7 +119,10 @@ def regsafe(o: Reg, c: Reg, idmap: IdMap, exact: bool) -> bool:
     if not (_range_within(o, c) and _tnum_in(o.var, c.var)):
         return False
     if o.type in PKT_TYPES:
-        if c.range < o.range:
+        if o.range < 0 or c.range < 0:
+            if o.range != c.range:        # at/beyond pkt_end: only the same mark will do
+                return False
+        elif c.range < o.range:
             return False
     elif o.type == PTR_TO_STACK:
         if o.frameno != c.frameno:
@@ -128,9 +135,13 @@ def regsafe(o: Reg, c: Reg, idmap: IdMap, exact: bool) -> bool:
 _EMPTY = Slot()
 
 
-def stacksafe(o: Frame, c: Frame, idmap: IdMap, exact: bool, privileged: bool) -> bool:
+def stacksafe(o: Frame, c: Frame, idmap: IdMap, exact: bool, privileged: bool,
+              within: bool = False, live: int = -1) -> bool:
+    """``live``: bitmask of the slots a continuation may read (the others cannot matter)."""
     n = max(len(o.stack), len(c.stack))
     for spi in range(n):
+        if not exact and not (live >> spi) & 1:
+            continue
         os_ = o.stack[spi] if spi < len(o.stack) else _EMPTY
         cs = c.stack[spi] if spi < len(c.stack) else _EMPTY
         if exact:
@@ -147,25 +158,49 @@ def stacksafe(o: Frame, c: Frame, idmap: IdMap, exact: bool, privileged: bool) -
             if t != ct[j]:
                 return False
         if ot[SLOT - 1] == SPILL:
-            if not regsafe(os_.spilled, cs.spilled, idmap, False):
+            if not regsafe(os_.spilled, cs.spilled, idmap, False, within):
                 return False
     return True
 
 
-def states_equal(old: State, cur: State, live_masks: list[int], exact: bool, privileged: bool) -> bool:
+def states_equal(old: State, cur: State, live_masks: list[int], exact: bool, privileged: bool,
+                 within: bool = False, stack_masks: list[int] | None = None) -> bool:
     if len(old.frames) != len(cur.frames):
         return False
     idmap = IdMap()
-    for fo, fc, live in zip(old.frames, cur.frames, live_masks):
-        if fo.callsite != fc.callsite:
+    for k, (fo, fc, live) in enumerate(zip(old.frames, cur.frames, live_masks)):
+        if fo.callsite != fc.callsite or fo.in_callback != fc.in_callback:
             return False
         ro, rc = fo.regs, fc.regs
-        for i in range(11):
-            if not exact and not (live >> i) & 1:
-                continue
-            if not regsafe(ro[i], rc[i], idmap, exact):
-                return False
-        if not stacksafe(fo, fc, idmap, exact, privileged):
+        if exact:
+            for i in range(11):
+                o, c = ro[i], rc[i]
+                if o.type != c.type:
+                    return False
+                if o.type == NOT_INIT:
+                    continue
+                if o.var != c.var or o.off != c.off:
+                    return False        # the usual way states differ, found without tuples
+                if not regsafe(o, c, idmap, True):
+                    return False
+        else:
+            for i in range(11):
+                if not (live >> i) & 1:
+                    continue
+                o = ro[i]
+                t = o.type
+                # the cheap verdicts first (this loop runs at every prune point)
+                if t == NOT_INIT:
+                    continue
+                c = rc[i]
+                if t != c.type:
+                    return False
+                if t == SCALAR and not o.precise and not within:
+                    continue
+                if not regsafe(o, c, idmap, False, within):
+                    return False
+        if not stacksafe(fo, fc, idmap, exact, privileged, within,
+                         stack_masks[k] if stack_masks is not None else -1):
             return False
     if len(old.refs) != len(cur.refs):
         return False

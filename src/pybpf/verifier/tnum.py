@@ -85,14 +85,18 @@ def mul(a: Tnum, b: Tnum) -> Tnum:
     mv, mm = 0, 0                       # the tnum accumulated from the uncertain parts
     av, am = a
     bv, bm = b
-    while av or am:
+    if not am and not bm:
+        return (acc_v, 0)
+    # Adding (0, 0) leaves a tnum unchanged, so bits that would add nothing are skipped,
+    # and the loop ends once ``b`` has been shifted out.
+    while (av or am) and (bv or bm):
         if av & 1:
             add_m = bm
         elif am & 1:
             add_m = bv | bm
         else:
-            add_m = -1
-        if add_m >= 0:
+            add_m = 0
+        if add_m:
             # (mv, mm) = add((mv, mm), (0, add_m))
             sm = (mm + add_m) & U64
             sv = mv
