@@ -59,10 +59,11 @@ def require_kernel() -> None:
 # --- verifier differential helpers (PROG_LOAD / MAP_CREATE) ---------------------------------
 
 def kernel_map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
-                      flags: int = 0) -> tuple[int, int]:
+                      flags: int = 0, inner_map_fd: int = 0) -> tuple[int, int]:
     """BPF_MAP_CREATE in the host kernel; returns (fd, errno). The caller closes the fd."""
     attr = bytearray(72)
-    for off, v in ((0, map_type), (4, key_size), (8, value_size), (12, max_entries), (16, flags)):
+    for off, v in ((0, map_type), (4, key_size), (8, value_size), (12, max_entries), (16, flags),
+                   (20, inner_map_fd)):
         attr[off:off + 4] = v.to_bytes(4, "little")
     return sys_bpf(0, attr)
 

@@ -15,9 +15,10 @@ from pybpf.isa import Insn, encode, ldimm64
 from pybpf.isa import opcodes as op
 from pybpf.map import Map
 from pybpf.prog import Program
-from test_prog_load import BAD, EXIT, MOV0, OK, Attempt, _module_bpffs, bpffs, get_info  # noqa: F401
+from test_prog_load import BAD, EXIT, MOV0, OK, Attempt, get_info
 
-pytestmark = pytest.mark.skipif(not kernel_available(), reason="host kernel bpf() not available")
+pytestmark = [pytest.mark.skipif(not kernel_available(), reason="host kernel bpf() not available"),
+              pytest.mark.usefixtures("bpffs")]   # a fresh BPF fs root per test (conftest)
 
 E = errno.errorcode.get
 

@@ -26,7 +26,15 @@ def kernel_verdict(case, log_level=1):
     fds = {}
     try:
         for fd, mi in case.maps.items():
-            kfd, err = kernel_map_create(mi.map_type, mi.key_size, mi.value_size, mi.max_entries, mi.flags)
+            inner_fd = 0
+            if mi.inner is not None:
+                i = mi.inner
+                inner_fd, err = kernel_map_create(i.map_type, i.key_size, i.value_size, i.max_entries, i.flags)
+                if inner_fd < 0:
+                    pytest.skip(f"kernel cannot create inner map {i}: errno {err}")
+                fds[-fd] = inner_fd     # closed with the others; only the outer map is referenced
+            kfd, err = kernel_map_create(mi.map_type, mi.key_size, mi.value_size, mi.max_entries, mi.flags,
+                                         inner_fd)
             if kfd < 0:
                 pytest.skip(f"kernel cannot create map {mi}: errno {err}")
             fds[fd] = kfd

@@ -5,9 +5,10 @@ every other non-empty line is program text in the assembler's LLVM syntax
 (``#`` starts a comment).  Attributes:
 
 - ``@prog socket_filter|sched_cls|sched_act|xdp|kprobe|tracepoint`` (default socket_filter)
-- ``@map FD TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES [FLAGS]``: a map the program reaches with
-  ``map_fd(FD)`` / ``map_value(FD, OFF)``; TYPE is a name (hash, array, prog_array,
-  perf_event_array, percpu_hash, percpu_array, lru_hash, queue, stack, ringbuf) or a number
+- ``@map FD TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES [FLAGS] [inner TYPE KEY VALUE ENTRIES]``: a map
+  the program reaches with ``map_fd(FD)`` / ``map_value(FD, OFF)``; TYPE is a name (hash, array,
+  prog_array, perf_event_array, percpu_hash, percpu_array, lru_hash, array_of_maps,
+  hash_of_maps, queue, stack, ringbuf) or a number; ``inner`` gives a map-in-map's inner template
 - ``@license STRING`` (default GPL); ``@unpriv`` verifies as an unprivileged loader
 - ``@expect accept|reject``; ``@error TEXT``: a line the log must contain (rejects);
   ``@errno NAME`` (default EACCES for rejects; ENOTSUPP = Linux's internal 524)
@@ -35,7 +36,8 @@ from pybpf.verifier import MapInfo, progtypes
 HERE = Path(__file__).parent
 
 MAP_TYPES = {"hash": 1, "array": 2, "prog_array": 3, "perf_event_array": 4, "percpu_hash": 5,
-             "percpu_array": 6, "lru_hash": 9, "queue": 22, "stack": 23, "ringbuf": 27}
+             "percpu_array": 6, "lru_hash": 9, "array_of_maps": 12, "hash_of_maps": 13, "queue": 22,
+             "stack": 23, "ringbuf": 27}
 
 
 @dataclass
@@ -61,16 +63,25 @@ class Case:
         return f"{Path(self.source).stem}:{self.name}"
 
 
+def _map_type(word: str) -> int:
+    mt = MAP_TYPES.get(word)
+    return int(word, 0) if mt is None else mt
+
+
 def _parse_map(words, where):
+    inner = None
+    if "inner" in words:
+        i = words.index("inner")
+        words, iw = words[:i], words[i + 1:]
+        if len(iw) != 4:
+            raise ValueError(f"{where}: inner TYPE KEY VALUE ENTRIES")
+        inner = MapInfo(_map_type(iw[0]), *(int(w, 0) for w in iw[1:]))
     if len(words) not in (5, 6):
-        raise ValueError(f"{where}: @map FD TYPE KEY VALUE ENTRIES [FLAGS]")
+        raise ValueError(f"{where}: @map FD TYPE KEY VALUE ENTRIES [FLAGS] [inner TYPE KEY VALUE ENTRIES]")
     fd = int(words[0])
-    mt = MAP_TYPES.get(words[1])
-    if mt is None:
-        mt = int(words[1], 0)
     nums = [int(w, 0) for w in words[2:]]
     flags = nums[3] if len(nums) == 4 else 0
-    return fd, MapInfo(mt, nums[0], nums[1], nums[2], flags)
+    return fd, MapInfo(_map_type(words[1]), nums[0], nums[1], nums[2], flags, inner)
 
 
 def parse(text: str, source: str) -> list[Case]:

@@ -115,8 +115,7 @@ class ExecProgram:
             from ..syscall.mapops import spec_of
             infos = {}
             for fd, o in maps.items():
-                s = spec_of(o)
-                infos[fd] = MapInfo(s.map_type, s.key_size, s.value_size, s.max_entries, s.map_flags)
+                infos[fd] = MapInfo.from_spec(spec_of(o))
             res = run_verifier(insns, prog_type=prog_type, maps=infos, license=license, log_level=1,
                                expected_attach_type=expected_attach_type)
             if not res.ok:

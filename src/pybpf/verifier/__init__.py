@@ -57,6 +57,14 @@ class MapInfo:
     value_size: int
     max_entries: int
     flags: int = 0
+    inner: "MapInfo | None" = None   # the inner map template of ARRAY_OF_MAPS / HASH_OF_MAPS
+
+    @classmethod
+    def from_spec(cls, spec) -> "MapInfo":
+        """From a :class:`pybpf.maps.MapSpec` (or anything with its attributes)."""
+        inner = getattr(spec, "inner_map_spec", None)
+        return cls(spec.map_type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags,
+                   cls.from_spec(inner) if inner is not None else None)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from ..isa.insn import Insn
 from . import bounds as B
 from . import tnum
 from .cfg import jump_target
-from .regstate import (OR_NULL_TYPES, PKT_TYPES, PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET,
+from .regstate import (CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET,
     PTR_TO_PACKET_END, PTR_TO_PACKET_META, SCALAR, Reg, mark_precise)
 from .state import State
 
@@ -148,6 +148,9 @@ def _mark_null(env: Env, st: State, rid: int, is_null: bool) -> None:
             else:
                 r.type = OR_NULL_TYPES[r.type]
                 r.id = 0        # (Linux keeps it only for spin locks, which pybpf lacks)
+                if r.map is not None and r.map.inner is not None:
+                    # a map-in-map lookup yields the inner map, described by its template
+                    r.type, r.map = CONST_PTR_TO_MAP, r.map.inner
     if is_null:
         st.refs = tuple(x for x in st.refs if x[0] != rid)
 
