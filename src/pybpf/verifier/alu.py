@@ -12,6 +12,7 @@ from .regstate import (CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_CTX, P
     PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
 from .state import State
 
+from . import backtrack
 from .env import _ALU_STR, MAX_VAR_OFF, Env
 
 
@@ -315,6 +316,8 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
                 dst.make_unknown()
                 return
             env.fail(f"R{ins.dst} pointer {_ALU_STR[o]} pointer prohibited")
+        if env.bt_log and x:
+            backtrack.log_precision(env, st, ins.src if dst.is_pointer else ins.dst)
         if dst.is_pointer:
             pointer_alu(env, ins, dst, dst, src, o, is64)
         else:

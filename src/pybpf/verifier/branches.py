@@ -13,6 +13,7 @@ from .regstate import (CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_MAP_VA
 from .state import State
 
 from .alu import ADD_CONST, scalar_alu
+from . import backtrack
 from .env import _REV, _SWAP, MAX_PACKET_OFF, Env, PathDone, push_branch
 
 
@@ -260,6 +261,11 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
     else:
         taken = branch_taken(d, s, o, is32)
     if taken >= 0:
+        if env.bt_log:
+            if d.type == SCALAR:
+                backtrack.log_precision(env, st, ins.dst)
+            if ins.code & op.X and s.type == SCALAR:
+                backtrack.log_precision(env, st, ins.src)
         if d.type == SCALAR and s.type == SCALAR:
             mark_precise(d)
             mark_precise(s)
@@ -269,6 +275,16 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
             and d.type in OR_NULL_TYPES) and d.type not in PKT_TYPES and d.type != PTR_TO_PACKET_END:
         env.fail(f"R{ins.dst} pointer comparison prohibited")
     xs = bool(ins.code & op.X)
+    if env.bt_log:
+        ids = set()
+        if xs and s.type == SCALAR and s.id:
+            ids.add(s.id & ~(1 << 31))
+        if d.type == SCALAR and d.id:
+            ids.add(d.id & ~(1 << 31))
+        linked = backtrack.linked_regs(st, ids) if ids else ()
+        if linked:
+            e = st.hist[-1]
+            st.hist[-1] = (e[0], e[1], linked)
     if xs and d.type == SCALAR and s.type == SCALAR and d.origin != s.origin:
         # Each side's bounds will be learned from the other's value.
         d.origin = s.origin = d.origin | s.origin

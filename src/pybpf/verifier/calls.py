@@ -15,6 +15,7 @@ from .regstate import (CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE
 from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame
 from .state import IdMap, State, regsafe
 
+from . import backtrack
 from .env import MAX_VAR_OFF, Env, PathDone, VerifyError, push_branch
 from .memory import _frame_of, _grow, _pkt_access_ok, check_mem_region, check_packet, stack_bounds
 
@@ -163,10 +164,14 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
                 pr = regs[mem_regno]
                 if not (mem_null and pr.type == SCALAR):
                     helper_mem_access(env, st, mem_regno, r.umax, mem_write, zero_ok or r.umin == 0)
+            if env.bt_log:
+                backtrack.log_precision(env, st, regno)
         elif kind == H.CONST_ALLOC_SIZE_OR_ZERO:
             mark_precise(r)
             if r.type != SCALAR or not r.is_const:
                 env.fail(f"R{regno} is not a known constant'")
+            if env.bt_log:
+                backtrack.log_precision(env, st, regno)
             alloc_size = r.value
         elif kind == H.CTX:
             if r.type != PTR_TO_CTX:
@@ -202,6 +207,11 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
                     r.make_not_init()
     if fid == 12:
         env.has_tail_call = True
+        r3 = regs[3]
+        if env.bt_log and meta_map is not None and r3.type == SCALAR and r3.is_const \
+                and r3.value < meta_map.max_entries:
+            # a constant index lets Linux call the program directly: it needs it exactly
+            backtrack.log_precision(env, st, 3)
     if cb_sub is not None:
         _push_callback(env, st, idx, fid, cb_sub, meta_map)
     for i in range(1, 6):
@@ -241,6 +251,12 @@ def _push_callback(env: Env, st: State, idx: int, fid: int, sub: int, m) -> None
     caller = st.cur
     regs = caller.regs
     if fid == H.LOOP:
+        # Linux needs the flags (r4) and the count (r1) exactly, in that order
+        if env.bt_log:
+            backtrack.log_precision(env, st, 4)
+        mark_precise(regs[4])
+        if env.bt_log:
+            backtrack.log_precision(env, st, 1)
         mark_precise(regs[1])
         if caller.callback_depth >= regs[1].umax:
             caller.callback_depth = 0
@@ -328,6 +344,8 @@ def do_exit(env: Env, st: State, idx: int) -> int:
             env.fail("cannot return stack pointer to the caller", E.EINVAL)
         if r0.type != SCALAR:
             env.fail("R0 not a scalar value")
+        if env.bt_log:
+            backtrack.log_precision(env, st, 0)
         mark_precise(r0)
         if r0.smin < 0 or r0.smax > 1:
             have = ""

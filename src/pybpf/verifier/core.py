@@ -19,6 +19,7 @@ from .log import format_insn
 from .regstate import SCALAR, mark_precise
 from .stack import SLOT, SPILL
 from .state import Checkpoint, State, states_equal
+from . import backtrack
 
 from .env import Env, PathDone, VerifyError
 from .alu import do_alu, scalar_alu
@@ -96,6 +97,9 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                 if states_equal(cp.state, st, masks, False, env.priv, within=True, stack_masks=smasks):
                     cp.hit += 1
                     hit = True
+                    if st.hist is not None:
+                        st.hist.append((idx, None, ()))
+                        backtrack.log_propagation(env, cp.state, st)
                     _propagate_precision(cp.state, st)
                     keep.append(cp)
                     continue
@@ -111,6 +115,9 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
             elif states_equal(cp.state, st, masks, False, env.priv, stack_masks=smasks):
                 cp.hit += 1
                 hit = True
+                if st.hist is not None:
+                    st.hist.append((idx, None, ()))
+                    backtrack.log_propagation(env, cp.state, st)
                 _propagate_precision(cp.state, st)
                 keep.append(cp)
                 continue
@@ -131,6 +138,8 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
             if live_r.type == SCALAR:
                 live_r.origin = frozenset((stored_r,))
         st.parent = cp
+        if st.hist is not None:
+            st.hist = []
         env.explored.setdefault(idx, []).append(cp)
         env.total_states += 1
         env.cur_states += 1
@@ -257,6 +266,8 @@ def explore(env: Env, st: State) -> None:
     first = _first_visit(handlers)
     for i in range(env.n):
         handlers[i] = first
+    if env.bt_log:
+        st.hist = []
     while True:
         try:
             while True:
@@ -271,10 +282,17 @@ def explore(env: Env, st: State) -> None:
                             log.write(f"{idx}: safe\n")
                     raise PathDone
                 env.idx = idx
+                if st.hist is not None:
+                    ins = insns[idx]
+                    st.hist.append((idx, backtrack.stack_access(st, ins)
+                                    if ins.code & 7 in (op.LDX, op.ST, op.STX) else None, ()))
                 if log.on:
                     if print_state:
                         if prev >= 0 and log.level & 2:
                             log.write(f"\nfrom {prev} to {idx}:{env.reg_str(st, all_=True)}\n")
+                            if insns[prev].code == op.OP_CALL and insns[prev].src != op.PSEUDO_CALL:
+                                # a path a helper call forked (a callback): Linux shows it twice
+                                log.write(f"{idx}:{env.reg_str(st, all_=True)}\n")
                         else:
                             log.write(f"{idx}:{env.reg_str(st, all_=True)}\n")
                     log.insn(idx, format_insn(env.insns, idx))
@@ -285,11 +303,16 @@ def explore(env: Env, st: State) -> None:
                 if log.on:
                     ins = env.insns[idx]
                     if ins.code == op.OP_EXIT or (ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL):
-                        print_state = ins.code != op.OP_EXIT
-                        prev = -1
+                        # at level 2 Linux shows where a callee returned to as a jump
+                        print_state = ins.code != op.OP_EXIT or bool(log.level & 2)
+                        prev = idx if ins.code == op.OP_EXIT else -1
                     else:
                         if env.scratched or env.scratched_slots:
-                            log.state_after_insn(idx, env.reg_str(st))
+                            # on a line of its own, Linux numbers the state with the instruction
+                            # that follows, except after a conditional jump
+                            cls = ins.code & 7
+                            after = idx if cls in (op.JMP, op.JMP32) and ins.code != op.OP_CALL else nxt
+                            log.state_after_insn(after, env.reg_str(st))
                 idx = nxt
         except PathDone:
             _finish_path(st)

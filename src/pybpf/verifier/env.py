@@ -81,6 +81,9 @@ class Env:
         self.checked: set[int] = set()
         self.func_linkage: list[int] | None = None     # per subprogram, from BTF func_info
         self.insn_errors: list | None = None           # check_insn() of each slot, if known
+        # Linux prints its precision backtracking at level 2, for privileged loads only
+        self.bt_log = bool(log.level & 2) and privileged
+        self.bt_marked: dict[int, Reg] = {}     # stored registers the logged walks marked precise
 
     # ---- small utilities -------------------------------------------------------------------
     def new_id(self) -> int:

@@ -8,10 +8,12 @@ from .stack import INVALID, MISC, SLOT, SPILL, Frame, Slot
 
 
 class State:
-    __slots__ = ("frames", "refs", "parent")
+    __slots__ = ("frames", "refs", "parent", "hist")
 
-    def __init__(self, frames: list[Frame], refs: tuple = (), parent=None):
+    def __init__(self, frames: list[Frame], refs: tuple = (), parent=None, hist=None):
         self.frames = frames
+        # level-2 logs only: (insn, stack slot, linked regs) run since the last checkpoint
+        self.hist = hist
         self.refs = refs            # ((id, alloc_insn), ...) of acquired ringbuf records
         self.parent = parent        # the nearest Checkpoint on this path
 
@@ -20,7 +22,8 @@ class State:
         return self.frames[-1]
 
     def copy(self) -> "State":
-        return State([f.copy() for f in self.frames], self.refs, self.parent)
+        return State([f.copy() for f in self.frames], self.refs, self.parent,
+                     None if self.hist is None else self.hist[:])
 
     def all_regs(self):
         """Every register and spilled register of every frame (for id-wide updates)."""
@@ -33,7 +36,7 @@ class State:
 
 class Checkpoint:
     """A state stored at a prune point; ``branches`` counts paths below it still being explored."""
-    __slots__ = ("state", "parent", "branches", "insn", "hit", "miss")
+    __slots__ = ("state", "parent", "branches", "insn", "hit", "miss", "hist")
 
     def __init__(self, state: State, parent, insn: int):
         self.state = state
@@ -42,6 +45,7 @@ class Checkpoint:
         self.insn = insn
         self.hit = 0
         self.miss = 0
+        self.hist = state.hist     # the instructions that led here from the previous checkpoint
 
 
 class IdMap:
