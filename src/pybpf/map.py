@@ -17,6 +17,7 @@ from . import kobj
 from .errors import PybpfError
 from .syscall import constants as C
 from .syscall import mapops
+from .syscall.freeze import check_writable, freeze_fd
 
 
 class MapError(PybpfError):
@@ -103,6 +104,8 @@ class Map:
             self._lookup = lambda k: self._check(True)
         if not self._can_write:
             self._update = lambda k, v, f: self._check(False)
+        else:
+            self._update = _unless_frozen(obj, self._update)
 
     @property
     def value_type(self):
@@ -337,6 +340,7 @@ class Map:
         if not self._can_write:
             self._check(False)
         try:
+            check_writable(self._obj)
             mapops.delete(self._obj, self._key(key))
         except OSError as e:
             if e.errno == errno.ENOENT:
@@ -422,12 +426,27 @@ class Map:
         return n
 
     def clear(self) -> None:
+        check_writable(self._obj)
         for k in list(self._raw_keys()):
             try:
                 mapops.delete(self._obj, k)
             except OSError as e:
                 if e.errno not in (errno.ENOENT, errno.EINVAL):
                     raise
+
+    def freeze(self) -> None:
+        """BPF_MAP_FREEZE: from now on user space (every fd, every process) cannot change the map.
+
+        EPERM on a read-only fd or if already frozen (as Linux); programs still write to it
+        unless it was created with BPF_F_RDONLY_PROG.
+        """
+        self._check(False)
+        freeze_fd(self.fd)
+
+    @property
+    def frozen(self) -> bool:
+        from .syscall.freeze import is_frozen
+        return is_frozen(self._obj)
 
     # -- queue / stack / bloom -----------------------------------------------------------
 
@@ -440,6 +459,7 @@ class Map:
         """Queue/stack pop (no key), or lookup-and-delete of key in a hash map."""
         self._check(False)
         try:
+            check_writable(self._obj)
             raw = mapops.lookup_and_delete(self._obj, None if key is None else self._key(key))
         except OSError as e:
             if e.errno == errno.ENOENT and default:
@@ -465,6 +485,21 @@ class Map:
         if self.spec.map_type != C.BPF_MAP_TYPE_RINGBUF:
             raise MapError(f"consume() is for ringbuf maps, not {self.type_name}")
         return self._obj.map_impl().consume()
+
+
+def _unless_frozen(obj, update):
+    """update, refused with EPERM once the map is frozen (by any process: the flag is shared)."""
+    from .maps.layout import OFF_FROZEN
+    # through the storage handle's own view (which it releases on close): a view of our own
+    # would keep the mapping, and so the map, alive from any traceback through here
+    impl = obj.map_impl()
+    i = OFF_FROZEN // 4
+
+    def guarded(k, v, f):
+        if impl.w32[i]:
+            check_writable(obj)
+        return update(k, v, f)
+    return guarded
 
 
 def _closed(*_a):

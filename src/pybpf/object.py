@@ -92,6 +92,9 @@ class BpfObject:
     reused: set[str] = field(default_factory=set)
     # Maps this load pinned (removed again if the load fails).
     pinned: dict[str, str] = field(default_factory=dict)
+    # The object's BTF loaded with BPF_BTF_LOAD (-1 without), and why it could not be.
+    btf_fd: int = -1
+    btf_error: str = ""
 
     @property
     def license(self) -> str:
@@ -114,6 +117,9 @@ class BpfObject:
             m.close()
         self.programs.clear()
         self.maps.clear()
+        fd, self.btf_fd = self.btf_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def __enter__(self) -> "BpfObject":
         return self
@@ -147,6 +153,7 @@ def load_spec(spec: ObjectSpec, *, pin_root: str | None = None, log_level: int =
     obj = BpfObject(spec.name, path, spec)
     try:
         _create_maps(obj, pin_root or DEFAULT_PIN_ROOT)
+        _load_btf(obj)
         _load_programs(obj, log_level, privileged)
         _fill_prog_arrays(obj)
     except BaseException:
@@ -272,9 +279,14 @@ def _create_maps(obj: BpfObject, root: str) -> None:
                     raise _map_error(obj, m, f"slot {idx} names map '{target}', which the "
                                      f"object does not define", errno.EINVAL)
                 _write(obj, m, idx, obj.maps[target].fd, what=f"slot {idx} (map '{target}')")
-    # .rodata is frozen by libbpf (BPF_MAP_FREEZE); pybpf's bpf() has no freeze yet, so the
-    # map stays writable from user space.  Programs still cannot write it: it carries
-    # BPF_F_RDONLY_PROG, which the verifier enforces.
+    # libbpf freezes .rodata once written (BPF_MAP_FREEZE): user space cannot change it any
+    # more, and programs cannot either (BPF_F_RDONLY_PROG, enforced by the verifier)
+    for m in obj.spec.maps.values():
+        if m.frozen and m.name not in obj.reused:
+            try:
+                obj.maps[m.name].freeze()
+            except OSError as e:
+                raise _map_error(obj, m, f"cannot freeze it ({_strerror(e)})", e.errno or 0) from None
 
 
 def _write(obj: BpfObject, m: MapDef, key: int, value, what: str = "initial value") -> None:
@@ -289,6 +301,19 @@ def _write(obj: BpfObject, m: MapDef, key: int, value, what: str = "initial valu
 
 # -- programs --------------------------------------------------------------------------
 
+def _load_btf(obj: BpfObject) -> None:
+    """BPF_BTF_LOAD of the object's .BTF; as libbpf, a BTF the kernel refuses is left out
+    (programs then load without func_info, which only callbacks and global functions need)."""
+    data = obj.spec.btf_for_kernel
+    if not data:
+        return
+    from .syscall.btf import btf_load
+    try:
+        obj.btf_fd, _ = btf_load(data)
+    except OSError as e:
+        obj.btf_error = f".BTF not loaded: {_strerror(e)}"
+
+
 def _load_programs(obj: BpfObject, log_level: int, privileged: bool) -> None:
     from .prog import Program, ProgLoadError
 
@@ -298,10 +323,13 @@ def _load_programs(obj: BpfObject, log_level: int, privileged: bool) -> None:
     code = resolve(spec, fds, names)
     for name in names:
         p = spec.programs[name]
+        btf = {}
+        if obj.btf_fd >= 0 and (p.func_info or p.line_info):
+            btf = {"btf": obj.btf_fd, "func_info": p.func_info_bytes(), "line_info": p.line_info_bytes()}
         try:
             prog = Program.load(code[name], p.prog_type, license=spec.license, log_level=log_level,
                                 privileged=privileged, name=_kernel_name(name),
-                                expected_attach_type=p.expected_attach_type)
+                                expected_attach_type=p.expected_attach_type, **btf)
         except ProgLoadError as e:
             raise _program_error(obj, name, e) from None
         obj.programs[name] = prog
@@ -329,6 +357,8 @@ def _program_error(obj: BpfObject, name: str, e) -> ObjectLoadError:
         text = reason
     code = e.errno or errno.EINVAL
     text += f" ({os.strerror(code)})"
+    if obj.btf_error:
+        text += f" ({obj.btf_error})"
     return ObjectLoadError(obj.path, text, program=name, errno_=code, log=e.log, index=idx,
                            line=line)
 
@@ -355,6 +385,11 @@ def _undo(obj: BpfObject) -> None:
         except OSError:
             pass
     obj.close()
+    # programs made by this load hold their maps and BTF: collect them now rather than at
+    # the next periodic gc, so that a failed load leaves nothing behind
+    from . import kobj
+    kobj.sweep()
+    kobj.gc()
 
 
 def _strerror(e: OSError) -> str:

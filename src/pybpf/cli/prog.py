@@ -77,6 +77,20 @@ def _read_code(path: str):
         raise CliError(f"{path}: neither assembler text (not UTF-8) nor an ELF object") from None
 
 
+def _btf_opts(spec, pdef) -> dict:
+    """The object's BTF and the program's func_info/line_info, as libbpf passes them
+    (left out, as libbpf does, when the kernel side would refuse the BTF)."""
+    from ..syscall.btf import check_btf
+    data = spec.btf_for_kernel
+    if not data or not (pdef.func_info or pdef.line_info):
+        return {}
+    try:
+        check_btf(data)
+    except OSError:
+        return {}
+    return {"btf": data, "func_info": pdef.func_info_bytes(), "line_info": pdef.line_info_bytes()}
+
+
 def _load_elf(data: bytes, path: str, ptype, map_refs: dict, license, name, opts):
     """The first program of a clang-compiled object, its maps created (or reused: map name NAME ...)."""
     from .. import loader
@@ -117,7 +131,8 @@ def _load_elf(data: bytes, path: str, ptype, map_refs: dict, license, name, opts
             raise CliError(str(e)) from None
         return Program.load(insns, ptype if ptype is not None else pdef.prog_type,
                             license=license or spec.license or "", name=name or pdef.name[:15],
-                            expected_attach_type=pdef.expected_attach_type, **opts)
+                            expected_attach_type=pdef.expected_attach_type, **_btf_opts(spec, pdef),
+                            **opts)
     finally:
         for m in made:
             m.close()
@@ -224,6 +239,8 @@ def _entry(prog, pinned: list[str] | None = None) -> dict:
                 "bytes_memlock": 4096 + len(prog.insns) * 16, "verified_insns": e["verified_insns"]})
     if e["map_ids"]:
         out["map_ids"] = e["map_ids"]
+    if e.get("btf_id"):
+        out["btf_id"] = e["btf_id"]
     out["pinned"] = pinned or []
     return out
 
@@ -237,6 +254,8 @@ def _print_entries(entries: list[dict]) -> None:
         click.echo(f"\tloaded_at {when}  uid {e['uid']}")
         maps = f"  map_ids {','.join(str(i) for i in e['map_ids'])}" if "map_ids" in e else ""
         click.echo(f"\txlated {e['bytes_xlated']}B  not jited  memlock {e['bytes_memlock']}B{maps}")
+        if "btf_id" in e:
+            click.echo(f"\tbtf_id {e['btf_id']}")
         click.echo(f"\tverified_insns {e['verified_insns']}")
         for p in e["pinned"]:
             click.echo(f"\tpinned {p}")
@@ -295,6 +314,15 @@ def xlated_insns(prog) -> list[tuple[int, str, bytes]]:
     return out
 
 
+def _source_lines(prog) -> dict:
+    """insn index -> (file, line, col, source) of the program's line_info, {} without BTF."""
+    from ..prog.image import held_btf, source_lines
+    try:
+        return source_lines(prog.image, held_btf(prog._obj))
+    except OSError:
+        return {}
+
+
 @prog_group.command("dump", context_settings=_CTX)
 @click.argument("words", nargs=-1)
 @_json_opts
@@ -314,10 +342,12 @@ def dump(words, as_json, pretty):
     args.done()
     with p:
         rows = xlated_insns(p)
+        src = _source_lines(p)
     if as_json or pretty:
         items = []
-        for _, line, raw in rows:
-            e = {"disasm": line}
+        for i, line, raw in rows:
+            e = {"src": src[i][3].lstrip()} if i in src else {}
+            e["disasm"] = line
             if opcodes:
                 e["opcodes"] = {"code": f"0x{raw[0]:02x}", "src_reg": f"0x{raw[1] >> 4:x}",
                                 "dst_reg": f"0x{raw[1] & 15:x}", "off": raw[2:4].hex(),
@@ -326,6 +356,8 @@ def dump(words, as_json, pretty):
         _emit(items, True, pretty)
         return
     for i, line, raw in rows:
+        if i in src:
+            click.echo(f"; {src[i][3].lstrip()}")     # bpftool's source-line comment, from line_info
         click.echo(f"{i:4d}: {line}")
         if opcodes:
             click.echo("       " + " ".join(f"{b:02x}" for b in raw))

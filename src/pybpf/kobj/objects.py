@@ -32,7 +32,7 @@ from . import fs
 HEADER_SIZE = 4096
 MAGIC = b"PYBPFOBJ"
 VERSION = 1
-KINDS = {"map": 1, "prog": 2}
+KINDS = {"map": 1, "prog": 2, "btf": 3}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 OBJ_NAME_LEN = 16
 

@@ -46,6 +46,7 @@ OFF_JOURNAL = 96        # journal_off u64, journal_size u64, data_off u64
 OFF_LOCK = 128
 OFF_SEQ = 192
 OFF_JCOUNT = 256        # u32 entries in the journal
+OFF_FROZEN = 264        # u32, 1 once BPF_MAP_FREEZE ran: user-space writes get EPERM
 OFF_FIELDS = 320        # type-specific u32 fields, journalled like data
 _SPEC_FMT = struct.Struct("<8I")
 _INNER_FMT = struct.Struct("<5I")
@@ -54,6 +55,16 @@ _JENT = struct.Struct("<QI4x")
 # x86-64 keeps stores in order and loads in order: plain aligned accesses suffice for
 # the seqlock and the lock release.  Elsewhere the release goes through a real atomic.
 _TSO = platform.machine() in ("x86_64", "AMD64", "i686")
+
+
+def is_frozen(view) -> bool:
+    """BPF_MAP_FREEZE state of the storage at view (any process sees it: it is in the file)."""
+    return bool(struct.unpack_from("<I", view, OFF_FROZEN)[0])
+
+
+def freeze(base_addr: int) -> bool:
+    """Mark the storage at base_addr frozen; False if it already was (one freezer wins)."""
+    return atomics.cmpxchg(base_addr + OFF_FROZEN, 0, 1, 32) == 0
 
 
 def field_off(i: int) -> int:

@@ -67,8 +67,10 @@ def prog_load(a: Attr) -> int:
     if p.fd_array:
         req.fd_array = _user_fd_array(p.fd_array)
     if p.func_info_cnt or p.line_info_cnt:
-        req.btf_info = (p.prog_btf_fd, p.func_info_cnt, p.line_info_cnt)
+        req.btf_fd = p.prog_btf_fd
     try:
+        if p.func_info_cnt or p.line_info_cnt:
+            _btf_records(a, p, req)
         done = L.load(req)
     except L.ProgLoadError as e:
         if e.logged:
@@ -80,6 +82,66 @@ def prog_load(a: Attr) -> int:
         os.close(done.fd)
         raise
     return done.fd
+
+
+MAX_REC_SIZE = 252      # MAX_FUNCINFO_REC_SIZE / MAX_LINEINFO_REC_SIZE
+
+
+def _copy_records(a: Attr, addr: int, cnt: int, rec_size: int, size: int, what: str,
+                  size_field: int) -> bytes:
+    """cnt records of rec_size bytes from the caller, cut to Linux's size (its tail must be zero)."""
+    out = []
+    for i in range(cnt):
+        raw = read(addr + i * rec_size, rec_size, what)
+        if raw[size:].strip(b"\0"):
+            e = L._EarlyError(errno.E2BIG, f"nonzero tailing record in {what}")
+            e.newline = False       # Linux's message has none
+            # Linux tells the caller the record size it knows, when it reports this fault
+            e.report = lambda: a.write_back(size_field, size.to_bytes(4, "little"))
+            raise e
+        out.append(raw[:size])
+    return b"".join(out)
+
+
+def _btf_records(a: Attr, p: ProgLoadAttr, req: L.LoadRequest) -> None:
+    """check_btf_func_early / check_btf_line's copy-in: record sizes, tails, EFAULT."""
+    if L.logbuf.check_attrs(req.log_level, req.log_size, req.has_log_buf):
+        return      # load() reports the bad log attributes first, as Linux's bpf_check does
+    try:
+        L._btf_object(req)
+        if p.func_info_cnt:
+            rs = p.func_info_rec_size
+            if rs < L.FUNC_INFO_SIZE or rs > MAX_REC_SIZE or rs % 4:
+                raise L._EarlyError(errno.EINVAL, f"invalid func info rec size {rs}")
+            req.func_info = _copy_records(a, p.func_info, p.func_info_cnt, rs, L.FUNC_INFO_SIZE,
+                                          "func info", ProgLoadAttr.func_info_rec_size.offset)
+    except L._EarlyError as e:
+        _raise_early(req, e)
+    except OSError as e:
+        raise L.ProgLoadError(e.errno, f"cannot read the BTF records: {e.strerror}") from None
+    if p.line_info_cnt:
+        # Linux copies line_info only once func_info matched the subprograms: a fault here
+        # is reported by load() at that point
+        try:
+            rs = p.line_info_rec_size
+            if rs < L.LINE_INFO_SIZE or rs > MAX_REC_SIZE or rs % 4:
+                raise L._EarlyError(errno.EINVAL, f"invalid line info rec size {rs}", in_log=False)
+            req.line_info = _copy_records(a, p.line_info, p.line_info_cnt, rs, L.LINE_INFO_SIZE,
+                                          "line_info", ProgLoadAttr.line_info_rec_size.offset)
+        except L._EarlyError as e:
+            req.line_info_error = e
+        except OSError as e:
+            req.line_info_error = L._EarlyError(e.errno, f"cannot read line_info: {e.strerror}", in_log=False)
+
+
+def _raise_early(req: L.LoadRequest, e) -> None:
+    """A fault found before the verifier ran, with the log Linux writes for it."""
+    getattr(e, "report", lambda: None)()
+    level = req.log_level
+    nl = "\n" if getattr(e, "newline", True) else ""
+    text = ((e.msg + nl) if e.in_log else "") + L._stats_line(level) if level else ""
+    data, true_size, over = L.logbuf.finalize(text, level, req.log_size)
+    raise L.ProgLoadError(over or e.code, e.msg, text, None, true_size, data, logged=True)
 
 
 def _cstr_ok(addr: int) -> bool:

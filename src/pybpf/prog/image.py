@@ -41,16 +41,21 @@ class ProgImage:
     name: str = ""
     id: int = 0
     uid: int = 0
+    # BTF (prog_btf_fd): the BTF object's id and the records as loaded (8- and 16-byte)
+    btf_id: int = 0
+    func_info: bytes = b""
+    line_info: bytes = b""
 
     def header_fields(self) -> dict:
         return {"prog_type": self.prog_type, "expected_attach_type": self.expected_attach_type,
                 "prog_flags": self.prog_flags, "license": self.license[:127], "gpl": self.gpl_compatible,
                 "tag": self.tag.hex(), "insn_cnt": len(self.insns), "load_time": self.load_time_ns,
-                "verified_insns": self.verified_insns, "map_ids": self.map_ids}
+                "verified_insns": self.verified_insns, "map_ids": self.map_ids, "btf_id": self.btf_id}
 
     def payload(self) -> bytes:
         meta = json.dumps({"subprog_starts": self.subprog_starts, "stack_depth": self.stack_depth,
-                           "helpers_used": self.helpers_used}, separators=(",", ":")).encode()
+                           "helpers_used": self.helpers_used, "func_info": self.func_info.hex(),
+                           "line_info": self.line_info.hex()}, separators=(",", ":")).encode()
         return encode(self.insns) + encode(self.xlated) + meta
 
 
@@ -78,7 +83,9 @@ def _parse(obj: kobj.BpfObject) -> ProgImage:
                      subprog_starts=meta.get("subprog_starts", [0]),
                      stack_depth=meta.get("stack_depth", [0]),
                      helpers_used=meta.get("helpers_used", []), name=obj.name, id=obj.id,
-                     uid=obj.header["uid"])
+                     uid=obj.header["uid"], btf_id=f.get("btf_id", 0),
+                     func_info=bytes.fromhex(meta.get("func_info", "")),
+                     line_info=bytes.fromhex(meta.get("line_info", "")))
 
 
 def held_maps(obj: kobj.BpfObject, image: ProgImage | None = None) -> dict[int, kobj.BpfObject]:
@@ -107,4 +114,34 @@ def map_refs(xlated: list[Insn]) -> list[tuple[int, int, int]]:
             i += 2
         else:
             i += 1
+    return out
+
+
+def held_btf(obj: kobj.BpfObject) -> bytes | None:
+    """The BTF blob the program was loaded with (prog_btf_fd), None without one."""
+    p = kobj.held_path(obj, "btf")
+    if p is None:
+        return None
+    btf = kobj.obj_from_path(p)
+    return bytes(btf.payload[:btf.fields["btf_size"]])
+
+
+def source_lines(image: ProgImage, btf: bytes | None) -> dict[int, tuple[str, int, int, str]]:
+    """insn index -> (file, line, column, source text) from the program's bpf_line_info."""
+    if not image.line_info or not btf:
+        return {}
+    import struct
+    from ..loader.btf import Btf
+    from ..errors import PybpfError
+    try:
+        b = Btf(btf)
+    except PybpfError:
+        return {}
+    out = {}
+    for i in range(0, len(image.line_info) - 15, 16):
+        off, file_off, line_off, lc = struct.unpack_from("<IIII", image.line_info, i)
+        try:
+            out[off] = (b.string(file_off), lc >> 10, lc & 0x3FF, b.string(line_off))
+        except PybpfError:
+            continue
     return out

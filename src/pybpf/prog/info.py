@@ -26,6 +26,8 @@ from .attr import ProgInfo
 from .image import ProgImage, read_image
 
 INFO_SIZE = ctypes.sizeof(ProgInfo)
+FUNC_INFO_SIZE = 8
+LINE_INFO_SIZE = 16
 
 
 def build_info(obj: kobj.BpfObject, image: ProgImage | None = None) -> ProgInfo:
@@ -43,6 +45,12 @@ def build_info(obj: kobj.BpfObject, image: ProgImage | None = None) -> ProgInfo:
     info.gpl_compatible = 1 if image.gpl_compatible else 0
     info.nr_prog_tags = 1
     info.verified_insns = image.verified_insns
+    info.btf_id = image.btf_id
+    info.nr_func_info = len(image.func_info) // FUNC_INFO_SIZE
+    info.func_info_rec_size = FUNC_INFO_SIZE      # Linux reports the record sizes even without BTF
+    info.nr_line_info = len(image.line_info) // LINE_INFO_SIZE
+    info.line_info_rec_size = LINE_INFO_SIZE
+    info.jited_line_info_rec_size = 8
     return info
 
 
@@ -53,6 +61,16 @@ def prog_info_bytes(obj: kobj.BpfObject) -> bytes:
 def _fill(obj: kobj.BpfObject, user: ProgInfo) -> ProgInfo:
     image = read_image(obj)
     info = build_info(obj, image)
+    # Linux: a caller asking for records must use its record sizes, else EINVAL
+    if (user.nr_func_info or user.func_info_rec_size) and user.func_info_rec_size != FUNC_INFO_SIZE:
+        raise OSError(errno.EINVAL, f"func_info_rec_size {user.func_info_rec_size} is not {FUNC_INFO_SIZE}")
+    if (user.nr_line_info or user.line_info_rec_size) and user.line_info_rec_size != LINE_INFO_SIZE:
+        raise OSError(errno.EINVAL, f"line_info_rec_size {user.line_info_rec_size} is not {LINE_INFO_SIZE}")
+    for recs, want, ptr, size in ((image.func_info, user.nr_func_info, user.func_info, FUNC_INFO_SIZE),
+                                  (image.line_info, user.nr_line_info, user.line_info, LINE_INFO_SIZE)):
+        n = min(want, len(recs) // size)
+        if n:
+            write(ptr, recs[:n * size], "func_info" if size == FUNC_INFO_SIZE else "line_info")
     # each array: the caller's count in, the real count out, min of both copied
     xl = encode(image.xlated)
     if user.xlated_prog_len and info.xlated_prog_len:

@@ -103,7 +103,12 @@ class LoadRequest:
     privileged: bool = True
     fd_array: Callable[[int], int] | None = None   # index -> fd, for map_idx references
     fd_array_fds: list[int] = field(default_factory=list)   # the fd_array_cnt fds, bound up front
-    btf_info: tuple[int, int, int] | None = None   # (prog_btf_fd, func_info_cnt, line_info_cnt)
+    # BTF: prog_btf_fd (set when func_info_cnt or line_info_cnt is), and the records already
+    # copied in at Linux's record sizes (bpf_func_info: 8 bytes, bpf_line_info: 16 bytes)
+    btf_fd: int | None = None
+    func_info: bytes = b""
+    line_info: bytes = b""
+    line_info_error: object = None      # a fault copying line_info in, reported in Linux's order
     prog_ifindex: int = 0
     attach_btf_id: int = 0
     attach_prog_fd: int = 0
@@ -195,7 +200,7 @@ def _map_object(fd: int):
 def _map_info(obj) -> verifier.MapInfo:
     from ..syscall.mapops import spec_of
     s = spec_of(obj)
-    return verifier.MapInfo(s.map_type, s.key_size, s.value_size, s.max_entries, s.map_flags)
+    return verifier.MapInfo.from_spec(s)
 
 
 @dataclass
@@ -247,6 +252,85 @@ def resolve_maps(req: LoadRequest) -> _Resolved:
     return res
 
 
+BTF_HOLD_TAG = "btf"
+FUNC_INFO_SIZE = 8          # struct bpf_func_info
+LINE_INFO_SIZE = 16         # struct bpf_line_info
+
+
+def _btf_object(req: LoadRequest):
+    """btf_get_by_fd() of prog_btf_fd when func_info or line_info is given (EBADF / EINVAL)."""
+    if req.btf_fd is None:
+        return None
+    from ..syscall.btf import btf_object
+    try:
+        return btf_object(req.btf_fd)
+    except OSError as e:
+        # Linux fails in btf_get_by_fd() without a word in the log
+        raise _EarlyError(e.errno, f"prog_btf_fd {req.btf_fd} is not a BTF object", in_log=False) from None
+
+
+def subprog_starts(insns: Sequence[Insn]) -> list[int]:
+    """First instruction of each subprogram: 0 and every bpf-to-bpf call or callback target."""
+    starts = {0}
+    for i, ins in enumerate(insns):
+        if ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL or \
+                ins.code == op.LD_IMM64 and ins.src == op.PSEUDO_FUNC:
+            t = i + ins.imm + 1
+            if 0 <= t < len(insns):
+                starts.add(t)
+    return sorted(starts)
+
+
+def check_line_info(req: LoadRequest, btf: bytes):
+    """check_btf_line(): (errno, message, in log?, newline?) of the first fault of line_info, or None.
+
+    Run once func_info matches the subprograms (else the verifier reports that first).
+    """
+    import struct
+    if not req.line_info and req.line_info_error is None:
+        return None
+    from ..verifier import funcinfo
+    from ..loader.btf import Btf
+    starts = subprog_starts(req.insns)
+    try:
+        if req.func_info:
+            funcinfo.match_subprogs(funcinfo.check_early(req.func_info, btf), starts)
+        strings = Btf(btf).strings
+    except Exception:
+        return None         # the verifier reports the func_info fault, in Linux's order
+    e = req.line_info_error
+    if e is not None:
+        getattr(e, "report", lambda: None)()
+        return e.code, e.msg, e.in_log, getattr(e, "newline", True)
+    bad = _line_fault(req, starts, strings)
+    return (errno.EINVAL, bad, True, True) if bad else None
+
+
+def _line_fault(req: LoadRequest, starts: list[int], strings: bytes) -> str | None:
+    import struct
+    n = len(req.insns)
+    prev = 0
+    s = 0
+    count = len(req.line_info) // LINE_INFO_SIZE
+    for i in range(count):
+        off, file_off, line_off, _ = struct.unpack_from("<IIII", req.line_info, i * LINE_INFO_SIZE)
+        if i and off <= prev or off >= n:
+            return f"Invalid line_info[{i}].insn_off:{off} (prev_offset:{prev} prog->len:{n})"
+        if not req.insns[off].code:
+            return f"Invalid insn code at line_info[{i}].insn_off"
+        if line_off >= len(strings) or file_off >= len(strings):
+            return f"Invalid line_info[{i}].line_off or .file_name_off"
+        if s != len(starts):
+            if off == starts[s]:
+                s += 1
+            elif starts[s] < off:
+                return f"missing bpf_line_info for func#{s}"
+        prev = off
+    if s != len(starts):
+        return f"missing bpf_line_info for {len(starts) - s} funcs starting from func#{s}"
+    return None
+
+
 _INSN_LINE = re.compile(r"^(\d+): \(")
 
 
@@ -260,11 +344,13 @@ def error_index(log: str) -> int | None:
     return idx
 
 
-def _verify(req: LoadRequest, res: _Resolved, level: int):
+def _verify(req: LoadRequest, res: _Resolved, level: int, btf: bytes | None = None):
     try:
         return verifier.verify(res.insns, prog_type=req.prog_type, maps=res.maps, license=req.license,
                                log_level=level, privileged=req.privileged,
-                               expected_attach_type=req.expected_attach_type)
+                               expected_attach_type=req.expected_attach_type,
+                               func_info=req.func_info if btf is not None and req.func_info else None,
+                               btf=btf)
     except RecursionError:
         return verifier.VerifyResult(False, errno.E2BIG, "", error="program too complex for the verifier")
     except Exception as e:      # a verifier bug must not take the caller down: Linux says EFAULT
@@ -293,16 +379,7 @@ def load(req: LoadRequest, *, want_index: bool = False) -> Loaded:
 
     try:
         res = resolve_maps(req)
-        if req.btf_info is not None:
-            btf_fd, nfunc, nline = req.btf_info
-            try:
-                os.fstat(btf_fd)
-                code = errno.EINVAL
-            except OSError:
-                code = errno.EBADF
-            # Linux fails in btf_get_by_fd() without a word in the log
-            raise _EarlyError(code, f"func_info/line_info need BTF (prog_btf_fd {btf_fd}), "
-                              "which pybpf does not load", in_log=False)
+        btf_obj = _btf_object(req)
         if req.prog_flags & F_SLEEPABLE and not (
                 req.prog_type == 2 and req.expected_attach_type == BPF_TRACE_UPROBE_MULTI):
             raise _EarlyError(errno.EINVAL, "Only fentry/fexit/fmod_ret, lsm, iter, uprobe, and "
@@ -311,7 +388,16 @@ def load(req: LoadRequest, *, want_index: bool = False) -> Loaded:
         text = ((e.msg + "\n") if e.in_log else "") + _stats_line(level) if level else ""
         raise finish_error(e.code, e.msg, text) from None
 
-    r = _verify(req, res, level)
+    btf = None
+    if btf_obj is not None:
+        from ..syscall.btf import btf_bytes
+        btf = btf_bytes(btf_obj)
+        bad_line = check_line_info(req, btf)
+        if bad_line:
+            code, msg, in_log, nl = bad_line
+            text = ((msg + ("\n" if nl else "")) if in_log else "") + _stats_line(level) if level else ""
+            raise finish_error(code, msg, text)
+    r = _verify(req, res, level, btf)
     code, msg = r.errno, r.error
     if r.ok:
         try:
@@ -325,7 +411,7 @@ def load(req: LoadRequest, *, want_index: bool = False) -> Loaded:
         text = r.log if r.ok is False else r.log + (msg + "\n" if level else "")
         index = error_index(text)
         if index is None and want_index and not (level & 3) and r.processed <= RERUN_FOR_INDEX_MAX:
-            index = error_index(_verify(req, res, 1).log)
+            index = error_index(_verify(req, res, 1, btf).log)
         raise finish_error(code, msg or os.strerror(code), text, index)
 
     data, true_size, over = logbuf.finalize(r.log, level, req.log_size)
@@ -333,7 +419,11 @@ def load(req: LoadRequest, *, want_index: bool = False) -> Loaded:
         raise ProgLoadError(over, f"log buffer of {req.log_size} bytes too small, {true_size} needed",
                             r.log, None, true_size, data, logged=True)
     image = _image(req, res, r)
-    fd = _create(image, req.name, res)
+    if btf_obj is not None:
+        image.btf_id = btf_obj.id
+        image.func_info = req.func_info
+        image.line_info = req.line_info
+    fd = _create(image, req.name, res, btf_obj)
     return Loaded(fd, r.log, data, true_size, image, r)
 
 
@@ -359,7 +449,7 @@ def _image(req: LoadRequest, res: _Resolved, r) -> ProgImage:
                      name=req.name)
 
 
-def _create(image: ProgImage, name: str, res: _Resolved) -> int:
+def _create(image: ProgImage, name: str, res: _Resolved, btf_obj=None) -> int:
     payload = image.payload()
     fd = kobj.create_object("prog", image.header_fields(), len(payload), name=name)
     try:
@@ -367,6 +457,8 @@ def _create(image: ProgImage, name: str, res: _Resolved) -> int:
         obj.payload[:len(payload)] = payload
         for mfd in res.order:
             kobj.add_hold(obj, res.objects[mfd])
+        if btf_obj is not None:
+            kobj.add_hold(obj, btf_obj, BTF_HOLD_TAG)
     except BaseException:
         os.close(fd)
         raise

@@ -47,6 +47,24 @@ def _fd_list(maps) -> list[int]:
     return [_fd_of(m) for m in maps]
 
 
+def _records(recs, size: int, what: str) -> bytes:
+    """Records as raw bytes (whole records of ``size``) from bytes or tuples of u32 fields."""
+    import struct
+    if not recs:
+        return b""
+    if isinstance(recs, (bytes, bytearray, memoryview)):
+        raw = bytes(recs)
+    else:
+        try:
+            raw = b"".join(struct.pack(f"<{size // 4}I", *r) for r in recs)
+        except (struct.error, TypeError) as e:
+            raise L.ProgLoadError(errno.EINVAL, f"{what}: each record is {size // 4} u32 fields ({e})") from None
+    if len(raw) % size:
+        raise L.ProgLoadError(errno.EINVAL, f"{what} of {len(raw)} bytes is not a whole number of "
+                              f"{size}-byte records")
+    return raw
+
+
 def boot_time_ns() -> int:
     """Wall-clock time of boot, to turn CLOCK_BOOTTIME stamps into dates (as bpftool does)."""
     import time
@@ -69,11 +87,17 @@ class Program:
     @classmethod
     def load(cls, code, prog_type, *, license: str = "GPL", log_level: int = 0, log_size: int | None = None,
              privileged: bool = True, name: str = "", maps: Sequence | None = None,
-             expected_attach_type: int = 0, prog_flags: int = 0) -> "Program":
+             expected_attach_type: int = 0, prog_flags: int = 0, btf=None, func_info=None,
+             line_info=None) -> "Program":
         """Load ``code`` (Insn list, raw bytes, or assembler text); raises ProgLoadError.
 
         ``log_level`` as Linux (1, 2, 4 stats, 8 fixed); ``log_size`` limits the
         log as a user buffer would (ENOSPC when it does not fit), default unlimited.
+        ``btf``: the program's BTF as raw bytes (loaded as a BTF object) or a BTF
+        object fd (prog_btf_fd); ``func_info`` / ``line_info``: ``struct
+        bpf_func_info`` (8-byte) / ``struct bpf_line_info`` (16-byte) records as
+        bytes, or func_info as ``(insn_off, type_id)`` pairs.  Callbacks
+        (bpf_loop, ...) need btf and func_info, as in Linux.
         """
         insns = L.as_insns(code)
         ptype = prog_type_number(prog_type)
@@ -87,7 +111,26 @@ class Program:
                             name=L.name_check(name_raw + b"\0"),
                             expected_attach_type=expected_attach_type, prog_flags=prog_flags,
                             privileged=privileged, fd_array=L.seq_fd_array(fds) if maps is not None else None)
-        done = L.load(req, want_index=True)
+        own_btf = -1
+        if func_info or line_info:
+            if btf is None:
+                raise L.ProgLoadError(errno.EINVAL, "func_info/line_info need the program's BTF (btf=)")
+            if isinstance(btf, int):
+                req.btf_fd = btf
+            else:
+                from ..syscall.btf import BtfError, btf_load
+                try:
+                    own_btf, _ = btf_load(bytes(btf))
+                except BtfError as e:
+                    raise L.ProgLoadError(e.errno, f"the program's BTF: {e.message}", e.log) from None
+                req.btf_fd = own_btf
+            req.func_info = _records(func_info, L.FUNC_INFO_SIZE, "func_info")
+            req.line_info = _records(line_info, L.LINE_INFO_SIZE, "line_info")
+        try:
+            done = L.load(req, want_index=True)
+        finally:
+            if own_btf >= 0:
+                os.close(own_btf)       # the program holds the BTF object now (or it is freed)
         p = cls(done.fd, log=done.log)
         p._image = done.image
         return p
@@ -185,7 +228,8 @@ class Program:
         return {"id": self.id, "type": prog_type_name(im.prog_type), "name": self.name, "tag": im.tag.hex(),
                 "gpl_compatible": im.gpl_compatible, "loaded_at": int(self.loaded_at.timestamp()),
                 "uid": im.uid, "bytes_xlated": len(im.xlated) * 8, "jited": False,
-                "map_ids": list(im.map_ids), "verified_insns": im.verified_insns}
+                "map_ids": list(im.map_ids), "verified_insns": im.verified_insns,
+                **({"btf_id": im.btf_id} if im.btf_id else {})}
 
     # -- running ------------------------------------------------------------------
     def run(self, packet: bytes = b"", *, ctx: bytes | None = None, repeat: int = 1):

@@ -14,6 +14,7 @@ from . import constants as C
 from . import mapops
 from .attr import GetIdAttr, MapCreateAttr, MapElemAttr, ObjAttr
 from .dispatch import Attr, register
+from .freeze import check_writable
 from .umem import read, read_cstr, write
 
 
@@ -75,6 +76,8 @@ def _elem_map(e: MapElemAttr, need: str):
     if "r" in need and acc == os.O_WRONLY or "w" in need and acc == os.O_RDONLY:
         raise _err(errno.EPERM, f"map fd {e.map_fd} was opened "
                    f"{'write' if acc == os.O_WRONLY else 'read'}-only")
+    if "w" in need:
+        check_writable(obj)
     return obj, mapops.spec_of(obj)
 
 
@@ -223,3 +226,5 @@ register(C.BPF_MAP_GET_NEXT_ID, _next_id("map"))
 register(C.BPF_PROG_GET_NEXT_ID, _next_id("prog"))
 register(C.BPF_MAP_GET_FD_BY_ID, _fd_by_id("map"))
 register(C.BPF_PROG_GET_FD_BY_ID, _fd_by_id("prog"))
+
+from . import btf as _btf  # noqa: E402,F401  (registers BTF_LOAD and the BTF object commands)
