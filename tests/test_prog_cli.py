@@ -194,3 +194,24 @@ def test_dump_xlated_json(tmp_path):
     items = json.loads(cli("prog", "dump", "xlated", "pinned", "/sys/fs/bpf/jp", "-j", "opcodes").output)
     assert [i["disasm"] for i in items] == [f"(18) r1 = map[id:{mid}][0]+4", "(b7) r0 = 0", "(95) exit"]
     assert items[1]["opcodes"]["code"] == "0xb7"
+
+
+def test_prog_run_like_bpftool(tmp_path):
+    prog = write(tmp_path, "len.s", "r0 = *(u32 *)(r1 + 0)\nexit\n")   # skb->len
+    pin = os.path.join(os.environ["PYBPF_FS"], "len")
+    cli("prog", "load", prog, pin, "type", "socket_filter")
+    pkt = tmp_path / "pkt"
+    pkt.write_bytes(bytes(range(64)))
+    out = tmp_path / "out"
+    r = cli("prog", "run", "pinned", pin, "data_in", str(pkt), "data_out", str(out), "repeat", "3")
+    # socket filters see the packet from the network header on: 64 - 14 bytes
+    assert r.output.startswith("Return value: 50, duration (average): ")
+    assert out.read_bytes()[14:] == bytes(range(14, 64))
+    j = json.loads(cli("prog", "run", "pinned", pin, "data_in", str(pkt), "-j").output)
+    assert j["retval"] == 50 and j["duration"] >= 0
+    bad = cli("prog", "run", "pinned", pin, ok=False)
+    assert "expected data_in FILE" in bad.output
+    bad = cli("prog", "run", "pinned", pin, "data_in", str(tmp_path / "missing"), ok=False)
+    assert "data_in" in bad.output and "No such file" in bad.output
+    bad = cli("prog", "run", "pinned", pin, "data_in", str(pkt), "bogus", "1", ok=False)
+    assert "unknown keyword 'bogus'" in bad.output

@@ -381,4 +381,71 @@ def pin(words, as_json, pretty):
         _emit(None, True, pretty)
 
 
+# -- run -------------------------------------------------------------------------
+
+_RUN_WORDS = ("data_in", "data_out", "data_size_out", "ctx_in", "ctx_out", "ctx_size_out", "repeat")
+
+
+def _read_input(path: str, what: str) -> bytes:
+    if path == "-":
+        return click.get_binary_stream("stdin").read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CliError(f"{what} {path}: {e.strerror}") from None
+
+
+def _write_output(path: str, data: bytes, what: str) -> None:
+    if path == "-":
+        for off in range(0, len(data), 16):
+            click.echo(" ".join(f"{b:02x}" for b in data[off:off + 16]))
+        return
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise CliError(f"{what} {path}: {e.strerror}") from None
+
+
+@prog_group.command("run", context_settings=_CTX)
+@click.argument("words", nargs=-1)
+@_json_opts
+def run(words, as_json, pretty):
+    """prog run PROG data_in FILE [data_out FILE [data_size_out L]] [ctx_in FILE [ctx_out FILE
+    [ctx_size_out M]]] [repeat N]   (FILE '-' is standard input or output)"""
+    from ..runtime import test_run
+    args = _Args(words)
+    p = _open_prog(args)
+    opts: dict[str, str] = {}
+    while args.more():
+        key = args.next("keyword")
+        if key not in _RUN_WORDS:
+            raise CliError(f"unknown keyword {key!r} (expected one of {', '.join(_RUN_WORDS)})")
+        if key in opts:
+            raise CliError(f"{key} given twice")
+        opts[key] = args.next(f"{key} value")
+    if "data_in" not in opts:
+        raise CliError("expected data_in FILE")
+    with p:
+        data = _read_input(opts["data_in"], "data_in")
+        ctx = _read_input(opts["ctx_in"], "ctx_in") if "ctx_in" in opts else None
+        sizes = {k: _num(opts[k], k) for k in ("data_size_out", "ctx_size_out", "repeat") if k in opts}
+        try:
+            res = test_run(p, data, ctx=ctx, repeat=sizes.get("repeat", 1),
+                           data_size_out=sizes.get("data_size_out"), ctx_size_out=sizes.get("ctx_size_out"))
+        except OSError as e:
+            raise CliError(f"failed to run program: {os.strerror(e.errno)}"
+                           + (f" ({e.strerror})" if e.strerror and e.strerror != os.strerror(e.errno) else "")) from None
+    if "data_out" in opts:
+        _write_output(opts["data_out"], res.data_out, "data_out")
+    if "ctx_out" in opts and res.ctx_out is not None:
+        _write_output(opts["ctx_out"], res.ctx_out, "ctx_out")
+    if as_json or pretty:
+        _emit({"retval": res.retval, "duration": res.duration}, True, pretty)
+    else:
+        avg = " (average)" if sizes.get("repeat", 1) > 1 else ""
+        click.echo(f"Return value: {res.retval}, duration{avg}: {res.duration}ns")
+
+
 commands = [prog_group]
