@@ -44,6 +44,21 @@ def _loop(rt: Runtime, state: RunState, repeat: int) -> tuple[int, int]:
     return r0, (time.perf_counter_ns() - t0) // repeat
 
 
+def _run_on_packet(rt: Runtime, state: RunState, packet, sync, make_ctx, readback, repeat: int):
+    """Run with ``packet`` registered and a context built on it; read the changes back; free both."""
+    state.packet = packet
+    state.sync_ctx = sync
+    ctx = make_ctx(state)
+    state.ctx = ctx.region
+    try:
+        r0, dur = _loop(rt, state, repeat)
+        readback(state)
+    finally:
+        ctx.close()
+        state.packet.close()
+    return r0, dur
+
+
 def run_skb(prog: ExecProgram, skb: SkBuff | bytes, *, repeat: int = 1, rt: Runtime | None = None) -> RunResult:
     """Run a socket filter / tc program on ``skb`` (changed in place: fields and data)."""
     if prog.prog_type not in C.SKB_TYPES:
@@ -53,16 +68,8 @@ def run_skb(prog: ExecProgram, skb: SkBuff | bytes, *, repeat: int = 1, rt: Runt
     rt = rt or runtime()
     state = RunState(rt, prog)
     state.skb = skb
-    state.packet = C.skb_packet(rt.memory, skb)
-    state.sync_ctx = C.skb_sync
-    ctx = C.skb_ctx(state, skb)
-    state.ctx = ctx.region
-    try:
-        r0, dur = _loop(rt, state, repeat)
-        C.skb_readback(state)
-    finally:
-        ctx.close()
-        state.packet.close()
+    r0, dur = _run_on_packet(rt, state, C.skb_packet(rt.memory, skb), C.skb_sync,
+                             lambda st: C.skb_ctx(st, skb), C.skb_readback, repeat)
     ret = r0 & 0xFFFFFFFF
     return RunResult(ret, r0, verdicts.name(prog.prog_type, ret, skb.len),
                      verdicts.fate(prog.prog_type, ret), skb.data, skb=skb, redirect=state.redirect,
@@ -77,16 +84,8 @@ def run_xdp(prog: ExecProgram, xdp: XdpBuff | bytes, *, repeat: int = 1, rt: Run
     rt = rt or runtime()
     state = RunState(rt, prog)
     state.xdp = xdp
-    state.packet = C.xdp_packet(rt.memory, xdp)
-    state.sync_ctx = C.xdp_sync
-    ctx = C.xdp_ctx(state, xdp)
-    state.ctx = ctx.region
-    try:
-        r0, dur = _loop(rt, state, repeat)
-        C.xdp_readback(state)
-    finally:
-        ctx.close()
-        state.packet.close()
+    r0, dur = _run_on_packet(rt, state, C.xdp_packet(rt.memory, xdp), C.xdp_sync,
+                             lambda st: C.xdp_ctx(st, xdp), C.xdp_readback, repeat)
     ret = r0 & 0xFFFFFFFF
     return RunResult(ret, r0, verdicts.name(XDP, ret), verdicts.fate(XDP, ret), xdp.data, xdp.meta,
                      xdp=xdp, redirect=state.redirect, duration_ns=dur, insns=state.insns)
