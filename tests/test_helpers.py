@@ -618,7 +618,8 @@ def test_c_callbacks(tmp_path):
     """bpf_loop and bpf_for_each_map_elem from clang-built C, through the loader and the verifier.
 
     (The kernel needs BTF func_info to load callbacks, which the raw-bpf() kernel harness
-    does not pass, so the expected values are worked out here.)"""
+    does not pass, so the expected values are worked out here; tests/test_prog_funcinfo.py
+    loads the same object in the kernel.)"""
     import subprocess
     from pathlib import Path
 
@@ -631,14 +632,7 @@ def test_c_callbacks(tmp_path):
     obj = tmp_path / "callbacks.o"
     subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu",
                     "-c", str(src), "-o", str(obj)], check=True)
-    try:
-        loaded = pybpf.object.load(obj)
-    except pybpf.object.ObjectLoadError as e:
-        if e.program == "callbacks" and "func_info" not in str(e):
-            # BTF and func_info reach the verifier (tests/test_prog_funcinfo.py checks that the
-            # kernel loads this object with the same records); its callback support is pending
-            pytest.xfail(f"the verifier rejects the callbacks: {e.reason}")
-        raise
+    loaded = pybpf.object.load(obj)
     with loaded as p:
         prog = p.programs["callbacks"]
         # stop at i == 20: loop sum 3*(0..20), 21 iterations; array keys 0..5 visited (stop at 5)

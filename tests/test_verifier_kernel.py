@@ -168,6 +168,8 @@ LOG2_DIFFERENCES: dict[str, str] = {
     "branches:reg_reg_compare_bounds": _PRINT,
     "branches:signed_32_refine": _PRINT,
     "callbacks:for_each_hash_sum": _CALLBACK,
+    "callbacks:foreach_callback_branch_seen_twice": _PRINT,
+    "callbacks:loop_callback_branch_seen_twice": _PRINT,
     "callbacks:loop_accumulate_on_stack": _CALLBACK,
     "callbacks:loop_callback_infinite_inner_loop": _CALLBACK,
     "callbacks:loop_callback_leaks_ringbuf": _CALLBACK,

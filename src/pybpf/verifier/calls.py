@@ -280,6 +280,7 @@ def _push_callback(env: Env, st: State, idx: int, fid: int, sub: int, m) -> None
         callee.regs[3].assign(Reg.pointer(PTR_TO_MAP_VALUE, map=m))
         callee.regs[4].assign(args[3])
     cb.cur.callback_depth += 1
+    cb.unroll += 1
     cb.frames.append(callee)
     caller.callback_depth = 0
     # Linux marks the whole state scratched when it sets up the callee: the caller's line

@@ -104,7 +104,7 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                     keep.append(cp)
                     continue
             elif cp.branches > 0:
-                if states_equal(cp.state, st, masks, True, env.priv):
+                if cp.state.unroll == st.unroll and states_equal(cp.state, st, masks, True, env.priv):
                     if env.log.on:
                         env.log.write(f"infinite loop detected at insn {idx}\n")
                         env.log.write("cur state:" + env.reg_str(st, all_=True) + "\n")

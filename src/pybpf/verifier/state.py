@@ -8,10 +8,13 @@ from .stack import INVALID, MISC, SLOT, SPILL, Frame, Slot
 
 
 class State:
-    __slots__ = ("frames", "refs", "parent", "hist")
+    __slots__ = ("frames", "refs", "parent", "hist", "unroll")
 
-    def __init__(self, frames: list[Frame], refs: tuple = (), parent=None, hist=None):
+    def __init__(self, frames: list[Frame], refs: tuple = (), parent=None, hist=None, unroll=0):
         self.frames = frames
+        # callbacks entered on this path: a state seen again in a later callback iteration is
+        # the next iteration, not an infinite loop (Linux: callback_unroll_depth)
+        self.unroll = unroll
         # level-2 logs only: (insn, stack slot, linked regs) run since the last checkpoint
         self.hist = hist
         self.refs = refs            # ((id, alloc_insn), ...) of acquired ringbuf records
@@ -23,7 +26,7 @@ class State:
 
     def copy(self) -> "State":
         return State([f.copy() for f in self.frames], self.refs, self.parent,
-                     None if self.hist is None else self.hist[:])
+                     None if self.hist is None else self.hist[:], self.unroll)
 
     def all_regs(self):
         """Every register and spilled register of every frame (for id-wide updates)."""
