@@ -31,7 +31,7 @@ from . import bounds, context, funcinfo, helpers, progtypes
 from .cfg import CfgError, build
 from .core import Env, VerifyError, explore
 from .log import Log, format_insn
-from .regstate import PTR_TO_CTX, Reg
+from .regstate import PTR_TO_ARG_MEM, PTR_TO_ARG_MEM_OR_NULL, PTR_TO_CTX, Reg
 from .stack import Frame
 from .state import State
 
@@ -215,10 +215,16 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
                   privileged=privileged, expected_attach_type=expected_attach_type, log=log,
                   max_insns=max_insns)
         env.func_linkage = linkage
+        if linkage is not None:
+            env.func_types = [tid for _, tid, _ in fi_recs]
+            env.btf = funcinfo._parse_btf(btf)
         env.insn_errors = insn_errors
         frame = Frame(0, -1, 0)
         frame.regs[1] = Reg.pointer(PTR_TO_CTX)
         explore(env, State([frame]))
+        if not (log.level & 2):
+            log.reset(0)      # Linux keeps no level-1 log of a walk that succeeded
+        _verify_globals(env)
         worst = _max_stack(insns, cfg.subprog_starts, env.stack_depth) if len(cfg.subprog_starts) > 1 else None
         if worst:
             if not (log.level & 2):
@@ -232,8 +238,6 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
     elapsed = int((time.perf_counter() - t0) * 1e6)
     processed = env.processed if env else 0
     depths = env.stack_depth if env else [0]
-    if errno_ == 0 and log.level and not (log.level & 2):
-        log.reset(0)
     _stats(env, processed, log, elapsed, depths)
     ok = errno_ == 0
     return VerifyResult(
@@ -248,6 +252,41 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
         maps_used=frozenset(env.maps_used) if env else frozenset(),
         ctx_accesses=dict(env.ctx_rewrites) if env else {},
         error=err or "")
+
+
+def _verify_globals(env: Env) -> None:
+    """Each global function a verified walk called is verified on its own, from the state its
+    BTF prototype describes, until no new one is called (Linux: do_check_subprogs)."""
+    log = env.log
+    done: set[int] = set()
+    while True:
+        todo = [k for k in sorted(env.globals_called) if k not in done]
+        if not todo:
+            return
+        for k in todo:
+            g = env.global_func(k)
+            if log.on:
+                log.write(f"Validating {g.name}() func#{k}...\n")
+            frame = Frame(0, -1, k)
+            for i, (kind, size, nullable) in enumerate(g.args):
+                r = frame.regs[i + 1]
+                if kind == funcinfo.ARG_SCALAR:
+                    r.make_unknown()
+                elif kind == funcinfo.ARG_CTX:
+                    r.assign(Reg.pointer(PTR_TO_CTX))
+                elif nullable:
+                    r.assign(Reg.pointer(PTR_TO_ARG_MEM_OR_NULL, id=env.new_id(), mem_size=size))
+                else:
+                    r.assign(Reg.pointer(PTR_TO_ARG_MEM, mem_size=size))
+            env.explored = {}
+            env.pending = []
+            env.cur_states = 0
+            explore(env, State([frame]), env.cfg.subprog_starts[k])
+            if not (log.level & 2):
+                log.reset(0)
+            if log.on:
+                log.write(f"Func#{k} ('{g.name}') is safe for any args that match its prototype\n")
+            done.add(k)
 
 
 def fit_log(log: str, log_size: int, log_level: int) -> tuple[bytes, bool]:

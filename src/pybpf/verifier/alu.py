@@ -9,7 +9,7 @@ from ..isa.insn import Insn
 from . import bounds as B
 from . import tnum
 from .regstate import (CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE,
-    PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
+    PTR_TO_ARG_MEM, PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
 from .state import State
 
 from . import backtrack
@@ -23,7 +23,7 @@ _CONST_OPS = {op.ADD: lambda a, b: a + b, op.SUB: lambda a, b: a - b, op.MUL: la
 
 ADD_CONST = 1 << 31       # id flag: this scalar is its linked registers' value plus ``off``
 _FAST_PTR_TYPES = (PTR_TO_STACK, PTR_TO_MAP_VALUE, PTR_TO_CTX, PTR_TO_PACKET, PTR_TO_PACKET_META,
-                   PTR_TO_MEM)
+                   PTR_TO_MEM, PTR_TO_ARG_MEM)
 
 
 def scalar_alu(dst: Reg, src: Reg, o: int, is64: bool) -> None:
@@ -149,7 +149,7 @@ def pointer_alu(env: Env, ins: Insn, dst: Reg, ptr: Reg, off: Reg, o: int, is64:
         if not (off.is_const and off.value == 0 and o == op.ADD):
             env.fail(f"R{dreg} pointer arithmetic on {ptr.type} prohibited")
     elif ptr.type not in (PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_STACK, PTR_TO_PACKET,
-                          PTR_TO_PACKET_META, PTR_TO_MEM):
+                          PTR_TO_PACKET_META, PTR_TO_MEM, PTR_TO_ARG_MEM):
         env.fail(f"R{dreg} pointer arithmetic on {ptr.type} prohibited")
     if o not in (op.ADD, op.SUB):
         if o in (op.AND, op.OR, op.XOR):

@@ -8,7 +8,7 @@ from ..isa.insn import Insn
 from . import bounds as B
 from . import tnum
 from .cfg import jump_target
-from .regstate import (CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET,
+from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET,
     PTR_TO_PACKET_END, PTR_TO_PACKET_META, SCALAR, Reg, mark_precise)
 from .state import State
 
@@ -27,7 +27,7 @@ def branch_taken(d: Reg, s: Reg, o: int, is32: bool) -> int:
     """1 if the jump is always taken, 0 if never, -1 if unknown."""
     if d.is_pointer or s.is_pointer:
         if d.is_pointer and not s.is_pointer and s.is_const and s.value == 0 and \
-                d.type in (PTR_TO_MAP_VALUE, PTR_TO_MEM) and not is32:
+                (d.type == PTR_TO_MAP_VALUE or d.type in MEM_TYPES) and not is32:
             if o == op.JEQ:
                 return 0
             if o == op.JNE:

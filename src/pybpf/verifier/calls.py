@@ -9,13 +9,13 @@ from ..isa.insn import Insn
 from . import bounds as B
 from . import helpers as H
 from . import tnum
-from .regstate import (CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE,
-    PTR_TO_MAP_VALUE_OR_NULL, PTR_TO_MEM, PTR_TO_MEM_OR_NULL, PTR_TO_PACKET, PTR_TO_PACKET_END,
+from .regstate import (OR_NULL_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE,
+    PTR_TO_MAP_VALUE_OR_NULL, MEM_TYPES, PTR_TO_ARG_MEM, PTR_TO_MEM, PTR_TO_MEM_OR_NULL, PTR_TO_PACKET, PTR_TO_PACKET_END,
     PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise, PTR_TO_FUNC, PTR_TO_MAP_KEY)
 from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame
 from .state import IdMap, State, regsafe
 
-from . import backtrack
+from . import backtrack, funcinfo
 from .env import MAX_VAR_OFF, Env, PathDone, VerifyError, push_branch
 from .memory import _frame_of, _grow, _pkt_access_ok, check_mem_region, check_packet, stack_bounds
 
@@ -35,7 +35,7 @@ def helper_mem_access(env: Env, st: State, regno: int, size: int, write: bool, z
         if write and r.map.flags & 0x80:
             env.fail(f"write into map forbidden, value_size={r.map.value_size} off={r.off} size={size}")
         check_mem_region(env, regno, r, r.off, size, r.map.value_size, "map", zero_ok)
-    elif t == PTR_TO_MEM:
+    elif t in MEM_TYPES:
         check_mem_region(env, regno, r, r.off, size, r.mem_size, "mem", zero_ok)
     elif t == PTR_TO_MAP_KEY:
         if write:
@@ -134,7 +134,7 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
             if meta_map is None:
                 env.fail(f"invalid map_ptr to access map->{'key' if kind == H.MAP_KEY else 'value'}")
             if r.type not in (PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_VALUE, PTR_TO_MEM,
-                              PTR_TO_MAP_KEY):
+                              PTR_TO_ARG_MEM, PTR_TO_MAP_KEY):
                 env.fail(f"R{regno} type={r.type} expected={_MEM_TYPES_MSG}")
             size = meta_map.key_size if kind == H.MAP_KEY else meta_map.value_size
             helper_mem_access(env, st, regno, size, kind == H.MAP_VALUE_UNINIT, False)
@@ -144,7 +144,7 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
             null_ok = kind in (H.MEM_OR_NULL, H.UNINIT_MEM_OR_NULL)
             if not (null_ok and r.type == SCALAR and r.is_const and r.value == 0):
                 if r.type not in (PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_VALUE,
-                                  PTR_TO_MEM, PTR_TO_MAP_KEY):
+                                  PTR_TO_MEM, PTR_TO_ARG_MEM, PTR_TO_MAP_KEY):
                     env.fail(f"R{regno} type={r.type} expected={_MEM_TYPES_MSG}")
             mem_regno = regno
             mem_write = kind in (H.UNINIT_MEM, H.UNINIT_MEM_OR_NULL)
@@ -290,12 +290,86 @@ def _push_callback(env: Env, st: State, idx: int, fid: int, sub: int, m) -> None
     push_branch(env, cb, env.cfg.subprog_starts[sub], idx)
 
 
+def _global_arg_ok(env: Env, st: State, regno: int, kind: str, size: int, nullable: bool,
+                   argno: int) -> None:
+    """btf_check_func_arg_match() for one argument: Linux's message, or nothing."""
+    r = st.cur.regs[regno]
+    if kind == funcinfo.ARG_SCALAR:
+        if r.type != SCALAR:
+            env.fail(f"R{regno} is not a scalar", E.EINVAL)
+        return
+    if kind == funcinfo.ARG_CTX:
+        if r.type == PTR_TO_CTX:
+            if r.off < 0:
+                env.fail(f"negative offset ctx ptr R{regno} off={r.off} disallowed", E.EINVAL)
+            if r.off:
+                env.fail(f"dereference of modified ctx ptr R{regno} off={r.off} disallowed", E.EINVAL)
+            if not r.is_const or r.var[0]:
+                env.fail(f"variable ctx access var_off={tnum.fmt(r.var)} disallowed", E.EINVAL)
+            return
+        env.fail(f"arg#{argno} expects pointer to ctx", E.EINVAL)
+    if r.type == SCALAR and r.is_const and r.value == 0:
+        return                    # NULL always fits: the callee was verified with it
+    saved = r
+    if r.type in OR_NULL_TYPES:
+        view = r.copy()
+        view.type = OR_NULL_TYPES[r.type]
+        st.cur.regs[regno] = view
+    try:
+        t = st.cur.regs[regno].type
+        if t not in (PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_VALUE, PTR_TO_MAP_KEY) \
+                and t not in MEM_TYPES:
+            env.fail(f"R{regno} type={t} expected=fp", E.EINVAL)
+        try:
+            helper_mem_access(env, st, regno, size, False, True)
+            helper_mem_access(env, st, regno, size, True, True)
+        except VerifyError as e:
+            raise VerifyError(e.msg, E.EINVAL) from None
+    finally:
+        st.cur.regs[regno] = saved
+    if not nullable and saved.type in OR_NULL_TYPES:
+        env.fail(f"arg#{argno} is expected to be non-NULL", E.EINVAL)
+
+
+def _call_global(env: Env, st: State, idx: int, sub: int) -> int:
+    """A call of a global function: check the arguments against its BTF prototype; the result
+    is any scalar (the function itself is verified on its own, after the main program)."""
+    g = env.global_func(sub)
+    try:
+        if g.error:
+            env.fail(g.error, E.EINVAL)
+        for i, (kind, size, nullable) in enumerate(g.args):
+            _global_arg_ok(env, st, i + 1, kind, size, nullable, i)
+    except VerifyError as e:
+        if env.log.on:
+            env.log.write(e.msg + "\n")
+        msg = f"Caller passes invalid args into func#{sub} ('{g.name}')"
+        if env.log.on:
+            env.log.write(msg + "\n")
+        raise VerifyError(msg, e.errno, logged=True) from None
+    if env.log.on:
+        env.log.write(f"Func#{sub} ('{g.name}') is global and assumed valid.\n")
+    env.globals_called.add(sub)
+    regs = st.cur.regs
+    if env.cfg_changes_pkt(sub):
+        for r in st.all_regs():
+            if r.type in PKT_TYPES or r.type == PTR_TO_PACKET_END:
+                r.make_unknown() if env.priv else r.make_not_init()
+    for i in range(1, 6):
+        regs[i].make_not_init()
+    regs[0].make_unknown()
+    env.scratched.add(0)
+    return idx + 1
+
+
 def do_pseudo_call(env: Env, st: State, idx: int, ins: Insn) -> int:
     target = idx + ins.imm + 1
+    sub = env.cfg.subprog_starts.index(target)
     if len(st.frames) >= op.MAX_CALL_FRAMES:
         env.fail(f"the call stack of {len(st.frames) + 1} frames is too deep", E.E2BIG)
+    if env.func_linkage is not None and env.func_linkage[sub] == funcinfo.LINKAGE_GLOBAL:
+        return _call_global(env, st, idx, sub)
     caller = st.cur
-    sub = env.cfg.subprog_starts.index(target)
     callee = Frame(frameno=len(st.frames), callsite=idx, subprog=sub)
     for i in range(1, 6):
         callee.regs[i] = caller.regs[i].copy()
@@ -378,6 +452,11 @@ def do_exit(env: Env, st: State, idx: int) -> int:
             env.log.write(f"Unreleased reference id={rid} alloc_insn={at}\n")
         env.fail("BPF_EXIT instruction in main prog would lead to reference leak", E.EINVAL)
     env.read_reg(st, 0)
+    if st.cur.subprog:
+        # a global function verified on its own: callers were promised a scalar
+        if r0.type != SCALAR:
+            env.fail(f"At subprogram exit the register R0 is not a scalar value ({r0.type})", E.EINVAL)
+        raise PathDone
     if env.is_pointer_value(r0):
         env.fail("R0 leaks addr as return value")
     raise PathDone

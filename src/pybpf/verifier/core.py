@@ -255,10 +255,11 @@ def step(env: Env, st: State, idx: int) -> int:
     return env.handlers[idx](env, st, idx, env.insns[idx])
 
 
-def explore(env: Env, st: State) -> None:
-    """Explore every path from ``st`` at instruction 0; raises VerifyError on the first unsafe one."""
+def explore(env: Env, st: State, start: int = 0) -> None:
+    """Explore every path from ``st`` at instruction ``start``; raises VerifyError on the first
+    unsafe one."""
     log = env.log
-    idx, prev = 0, -1
+    idx, prev = start, -1
     print_state = True
     prune_points = env.cfg.prune_points
     insns = env.insns
@@ -302,7 +303,8 @@ def explore(env: Env, st: State) -> None:
                 nxt = handlers[idx](env, st, idx, insns[idx])
                 if log.on:
                     ins = env.insns[idx]
-                    if ins.code == op.OP_EXIT or (ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL):
+                    if ins.code == op.OP_EXIT or (ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL
+                                                  and nxt != idx + 1):
                         # at level 2 Linux shows where a callee returned to as a jump
                         print_state = ins.code != op.OP_EXIT or bool(log.level & 2)
                         prev = idx if ins.code == op.OP_EXIT else -1

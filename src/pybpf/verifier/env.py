@@ -80,12 +80,50 @@ class Env:
         self.idx = 0
         self.checked: set[int] = set()
         self.func_linkage: list[int] | None = None     # per subprogram, from BTF func_info
+        self.func_types: list[int] = []                # per subprogram, its BTF FUNC type id
+        self.btf = None
+        self.globals: dict[int, object] = {}           # funcinfo.GlobalFunc per global subprogram
+        self.globals_called: set[int] = set()          # global subprograms to verify on their own
+        self._pkt_changers: set[int] | None = None
         self.insn_errors: list | None = None           # check_insn() of each slot, if known
         # Linux prints its precision backtracking at level 2, for privileged loads only
         self.bt_log = bool(log.level & 2) and privileged
         self.bt_marked: dict[int, Reg] = {}     # stored registers the logged walks marked precise
 
     # ---- small utilities -------------------------------------------------------------------
+    def global_func(self, sub: int):
+        g = self.globals.get(sub)
+        if g is None:
+            from .funcinfo import global_func
+            g = self.globals[sub] = global_func(self.btf, self.func_types[sub], self.prog_type)
+        return g
+
+    def cfg_changes_pkt(self, sub: int) -> bool:
+        """Does subprogram ``sub``, or one it calls, call a helper that changes packet data?"""
+        if self._pkt_changers is None:
+            from . import helpers as H
+            starts = self.cfg.subprog_starts
+            ends = starts[1:] + [self.n]
+            direct, calls = set(), {k: set() for k in range(len(starts))}
+            for k, (a, b) in enumerate(zip(starts, ends)):
+                for i in range(a, b):
+                    ins = self.insns[i]
+                    if ins.code != op.OP_CALL:
+                        continue
+                    if ins.src == op.PSEUDO_CALL:
+                        calls[k].add(starts.index(i + ins.imm + 1))
+                    elif ins.src == 0 and H.changes_pkt_data(ins.imm):
+                        direct.add(k)
+            changed = True
+            while changed:
+                changed = False
+                for k, callees in calls.items():
+                    if k not in direct and callees & direct:
+                        direct.add(k)
+                        changed = True
+            self._pkt_changers = direct
+        return sub in self._pkt_changers
+
     def new_id(self) -> int:
         self.id_gen += 1
         return self.id_gen

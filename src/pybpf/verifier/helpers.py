@@ -158,6 +158,11 @@ SPECIAL_MAPS = {MAP_PROG_ARRAY: {12}, MAP_PERF_EVENT_ARRAY: {22, 25}, MAP_RINGBU
                 MAP_QUEUE: {87, 88, 89}, MAP_STACK: {87, 88, 89}}
 
 
+def changes_pkt_data(fid: int) -> bool:
+    p = PROTOS.get(fid)
+    return p is not None and p.changes_pkt_data
+
+
 def lookup(fid: int, prog_type: int, privileged: bool = True) -> Proto | None:
     p = PROTOS.get(fid)
     if p is None or prog_type not in p.prog_types:

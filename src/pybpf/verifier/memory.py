@@ -10,7 +10,7 @@ from . import bounds as B
 from . import context as ctxdesc
 from . import tnum
 from .progtypes import SCHED_ACT, SCHED_CLS, SOCKET_FILTER, XDP
-from .regstate import (CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_MEM,
+from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_MEM,
     PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg)
 from .stack import INVALID, MISC, SLOT, SPILL, Frame, read_fixed, write_fixed
 from .state import State
@@ -175,7 +175,7 @@ def check_mem_access(env: Env, st: State, idx: int, regno: int, off: int, size: 
             env.fail(f"write to change key R{regno} not allowed")
         check_mem_region(env, regno, r, r.off + off, size, r.map.key_size, "key")
         res = Reg.scalar()
-    elif t == PTR_TO_MEM:
+    elif t in MEM_TYPES:
         if write and val is not None and env.is_pointer_value(val):
             env.fail(f"R{value_regno} leaks addr into mem")
         check_mem_region(env, regno, r, r.off + off, size, r.mem_size, "mem")

@@ -19,9 +19,14 @@ PTR_TO_PACKET_META = "pkt_meta"
 PTR_TO_PACKET_END = "pkt_end"
 PTR_TO_MEM = "ringbuf_mem"
 PTR_TO_MEM_OR_NULL = "ringbuf_mem_or_null"
+# a global function's pointer argument: memory of the size its BTF type gives, maybe NULL
+PTR_TO_ARG_MEM = "mem"
+PTR_TO_ARG_MEM_OR_NULL = "mem_or_null"
+MEM_TYPES = (PTR_TO_MEM, PTR_TO_ARG_MEM)
 PTR_TO_FUNC = "func"
 
-OR_NULL_TYPES = {PTR_TO_MAP_VALUE_OR_NULL: PTR_TO_MAP_VALUE, PTR_TO_MEM_OR_NULL: PTR_TO_MEM}
+OR_NULL_TYPES = {PTR_TO_MAP_VALUE_OR_NULL: PTR_TO_MAP_VALUE, PTR_TO_MEM_OR_NULL: PTR_TO_MEM,
+                 PTR_TO_ARG_MEM_OR_NULL: PTR_TO_ARG_MEM}
 PKT_TYPES = (PTR_TO_PACKET, PTR_TO_PACKET_META)
 
 _FIELDS = ("type", "off", "id", "ref_obj_id", "var", "smin", "smax", "umin", "umax",
@@ -224,7 +229,7 @@ def fmt_reg(r: Reg, frameno: int = 0) -> str:
         parts.append(f"off={r.off}")
     if t in PKT_TYPES:
         parts.append(f"r={_unum(r.range & B.U64)}")
-    elif t in (PTR_TO_MEM, PTR_TO_MEM_OR_NULL):
+    elif t in (PTR_TO_MEM, PTR_TO_MEM_OR_NULL, PTR_TO_ARG_MEM, PTR_TO_ARG_MEM_OR_NULL):
         parts.append(f"sz={r.mem_size}")
     if r.var[1] == 0:
         if r.var[0]:
