@@ -142,3 +142,30 @@ def test_same_as_kernel(spec, name):
     ours = _ours(spec, name)
     assert (ours.ok, ours.errno if not ours.ok else 0) == (pfd >= 0, err if pfd < 0 else 0), klog
     assert _normalise(ours.log) == _normalise(klog)
+
+
+@pytest.mark.usefixtures("bpffs")
+def test_accepted_programs_run(tmp_path):
+    """The global functions the verifier proved safe compute what the C says, in the runtime
+    (and ``pybpf.load(programs=...)`` leaves the rejected programs of the object out)."""
+    import pybpf
+    from pybpf.runtime.testrun import test_run
+    obj = compile_c(SRC, "v3", tmp_path)
+    wanted = sorted(n for n, v in EXPECTED.items() if v is ACCEPT)
+    with pybpf.load(obj, programs=wanted) as o:
+        assert sorted(o.programs) == wanted
+        o.maps["arr"][0] = (5).to_bytes(4, "little") + (6).to_bytes(4, "little")
+        pkt = bytes(range(1, 61))
+
+        def run(name, data=pkt):
+            return test_run(o.programs[name], data).retval
+
+        assert run("global_calls_global") == 16 + 0          # sum_pair({7, 9}) + classify(9)
+        assert run("stack_and_map_value") == 3 + 11          # {1, 2} and arr[0] = {5, 6}
+        assert run("map_value_or_null") == 11                # rx_queue_index 0: arr[0]
+        assert run("packet_arg") == int.from_bytes(pkt[:4], "little")   # (int) of the first u64
+        assert run("scalar_arg", bytes(60)) == 0 and run("scalar_arg", bytes(500)) == 1
+        assert run("ctx_arg", bytes(77)) == 77
+        assert run("skb_ctx", bytes(100)) == 100 - 14       # a socket filter sees the frame past ETH
+    with pytest.raises(pybpf.object.ObjectLoadError, match="no program named 'nope'"):
+        pybpf.load(obj, programs=["nope"])

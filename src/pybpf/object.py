@@ -133,17 +133,28 @@ class BpfObject:
 
 
 def load(path, *, pin_root: str | None = None, log_level: int = 0,
-         privileged: bool = True) -> BpfObject:
+         privileged: bool = True, programs=None) -> BpfObject:
     """Read, create and load everything in the object file at ``path``.
 
     ``pin_root``: the directory (in Linux's terms, e.g. "/sys/fs/bpf/app")
     where maps declared with ``pinning = LIBBPF_PIN_BY_NAME`` are pinned
     and looked for; default /sys/fs/bpf, i.e. the root of pybpf's BPF fs.
     ``log_level``: the verifier log kept on each program (``.log``).
+    ``programs``: the names of the programs to load (libbpf's autoload); the
+    others are left out. Default: every program whose section does not start
+    with ``?``.
     """
     path = os.fspath(path)
-    return load_spec(read_object(path), pin_root=pin_root, log_level=log_level,
-                     privileged=privileged)
+    spec = read_object(path)
+    if programs is not None:
+        wanted = [programs] if isinstance(programs, str) else list(programs)
+        unknown = [n for n in wanted if n not in spec.programs]
+        if unknown:
+            raise ObjectLoadError(path, f"no program named {', '.join(map(repr, unknown))} "
+                                        f"(the object has {', '.join(spec.programs) or 'none'})")
+        for name, p in spec.programs.items():
+            p.autoload = name in wanted
+    return load_spec(spec, pin_root=pin_root, log_level=log_level, privileged=privileged)
 
 
 def load_spec(spec: ObjectSpec, *, pin_root: str | None = None, log_level: int = 0,
