@@ -100,11 +100,32 @@ def test_ordinary_tools_on_the_tree(bpffs):
     m.close()
 
 
-def test_repin_after_all_names_removed_is_refused(bpffs):
+def test_repin_after_all_names_removed(bpffs):
     m = Map.create("array", 4, 4, 1)
     m.pin("/sys/fs/bpf/once")
     os.unlink(os.path.join(bpffs, "once"))
-    assert errno_of(m.pin, "/sys/fs/bpf/again") == errno.ENOENT   # documented limit
+    assert errno_of(m.pin, "/sys/fs/bpf/again") == 0               # as Linux
+    os.unlink(os.path.join(bpffs, "again"))
+    kobj.gc()                                          # our fd keeps it through a collection
+    m[0] = 7
+    m.pin("/sys/fs/bpf/third")
+    with Map.from_pinned("/sys/fs/bpf/third") as again:
+        assert again[0] == (7).to_bytes(4, "little")
+    os.unlink(os.path.join(bpffs, "third"))
+    mid = m.id
+    m.close()
+    kobj.gc()                                          # no name, no fd: freed
+    assert all(h["id"] != mid for h in kobj.live_objects())
+    assert not os.path.exists(os.path.join(bpffs, ".pybpf", "holds", str(mid)))
+    # a map taken out of a map-in-map slot can be put back (and pinned)
+    inner = Map.create("array", 4, 4, 1)
+    outer = Map.create("array_of_maps", 4, 4, 2, inner_map=inner)
+    outer[0] = inner.fd.to_bytes(4, "little")
+    del outer[0]
+    outer[1] = inner.fd.to_bytes(4, "little")
+    inner.pin("/sys/fs/bpf/inner")
+    outer.close()
+    inner.close()
     m2 = Map.create("array", 4, 4, 1)
     m2.pin("/sys/fs/bpf/a")
     m2.pin("/sys/fs/bpf/b")                            # a second name while one exists is fine

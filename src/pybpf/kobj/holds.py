@@ -49,6 +49,19 @@ def _holder_dir(holder: BpfObject, create: bool) -> str:
     return d
 
 
+def keep_name(obj: BpfObject) -> None:
+    """Give obj its hidden name ``holds/<id>/self`` (before it gets a pin or a hold).
+
+    An O_TMPFILE file may be linked only while it never had a name or still
+    has one: without this name, an object whose pins were all removed (rm) or
+    that left the last slot holding it could never be pinned or held again,
+    though Linux allows both.  The object's life is then the garbage
+    collector's business once nothing else names it: gc() frees it when no
+    process has it open or mapped.
+    """
+    _holder_dir(obj, True)
+
+
 def _safe_tag(tag: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", tag) or tag in ("self", ".", ".."):
         raise ValueError(f"bad hold tag {tag!r}")
@@ -64,6 +77,7 @@ def add_hold(holder: BpfObject, held: BpfObject, tag: str | None = None) -> None
     tag = _safe_tag(tag if tag is not None else f"id{held.id}")
     maybe_gc()
     with _lock:
+        keep_name(held)
         d = _holder_dir(holder, True)
         dst = os.path.join(d, tag)
         tmp = os.path.join(d, f".{tag}.{os.getpid()}.{threading.get_ident()}")
@@ -250,6 +264,8 @@ def live_objects() -> list[dict]:
                 st = os.stat(p)
             except OSError:
                 continue
+            if n == "self" and st.st_nlink == 1:
+                continue        # only its hidden name left: live only if open (found below)
             visit(p, (st.st_dev, st.st_ino))
     store_dev = os.stat(fs.store_dir()).st_dev
     for pid in os.listdir("/proc"):

@@ -32,7 +32,7 @@ from . import fs
 HEADER_SIZE = 4096
 MAGIC = b"PYBPFOBJ"
 VERSION = 1
-KINDS = {"map": 1, "prog": 2, "btf": 3}
+KINDS = {"map": 1, "prog": 2, "btf": 3, "perf_event": 4}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 OBJ_NAME_LEN = 16
 
@@ -135,6 +135,10 @@ def create_object(kind: str, header_fields: dict, payload_size: int, name: str =
     """
     if kind not in KINDS:
         raise ValueError(f"unknown object kind {kind!r}")
+    # objects that were pinned or held live on under a hidden name until a gc() finds them
+    # unused: every process that creates objects collects now and then
+    from .holds import maybe_gc
+    maybe_gc()
     obj_id = _next_id()
     fd = os.open(fs.store_dir(), os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode)
     try:
@@ -197,9 +201,9 @@ class BpfObject:
 
     def map_impl(self):
         """The map storage handle (attached on first use)."""
+        if self.kind != "map":      # impl holds other kinds' handles too (a perf event's ring)
+            raise _err(errno.EINVAL, "not a map")
         if self.impl is None:
-            if self.kind != "map":
-                raise _err(errno.EINVAL, "not a map")
             from .. import maps
             self.impl = maps.attach(self.payload, self.payload_addr)
         return self.impl

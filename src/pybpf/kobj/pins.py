@@ -22,6 +22,8 @@ BPF_F_PATH_FD = 1 << 14
 def pin(fd: int, path: str | bytes) -> None:
     """Give the object behind fd a name in the BPF fs (0600, as Linux's pins)."""
     obj = obj_from_fd(fd)              # EBADF / EINVAL before the path is looked at
+    if obj.kind == "perf_event":
+        raise _err(errno.EINVAL, f"fd {fd} is a perf event, which cannot be pinned")
     real = fs.translate(path)
     if not real:
         raise _err(errno.ENOENT, "empty path")
@@ -34,6 +36,11 @@ def pin(fd: int, path: str | bytes) -> None:
         raise _err(errno.ENOENT if not os.path.exists(parent) else errno.ENOTDIR, parent)
     if not fs.inside_tree(real):
         raise _err(errno.EPERM, f"{path}: not in the BPF file system ({fs.root()})")
+    from .holds import keep_name
+    try:
+        keep_name(obj)          # so that the object can be pinned again after every pin is removed
+    except FileNotFoundError:
+        pass                    # already lost all its names: the link below says so
     try:
         fs.link_fd(obj.fd, real)
     except FileExistsError:
@@ -41,8 +48,9 @@ def pin(fd: int, path: str | bytes) -> None:
     except FileNotFoundError:
         if os.path.isdir(parent):
             # Linux lets an O_TMPFILE file get a name only while it never had one
-            # before, or still has one: an object whose every pin was removed
-            # cannot be pinned again.
+            # before, or still has one; keep_name() gives every pinned or held
+            # object a lasting hidden name, so only an object that lost its names
+            # before that existed gets here.
             raise _err(errno.ENOENT, f"{path}: object lost all its names and cannot be re-linked") from None
         raise _err(errno.ENOENT, parent) from None
 

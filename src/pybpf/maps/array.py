@@ -168,6 +168,16 @@ class IdArrayMap(ArrayMap):
             raise err(errno.ENOENT, f"slot {idx} is empty")
         return v.to_bytes(4, "little")
 
+    def check_slot(self, key, flags: int = 0) -> int:
+        """The checks Linux makes before it looks at the value's fd: flags, then index."""
+        flags = check_flags(flags)
+        idx = self._index(key)
+        if flags != S.ANY:
+            raise err(errno.EINVAL, f"{self.name} updates take only BPF_ANY (flags {flags:#x})")
+        if idx >= self.max_entries:
+            raise err(errno.E2BIG, f"index {idx} out of range (max_entries {self.max_entries})")
+        return idx
+
     def exchange(self, key, new_id: int, flags: int = 0) -> int:
         """Store an object id (0 clears) and return the id it replaced; errnos as update."""
         flags = check_flags(flags)
@@ -210,6 +220,20 @@ class IdArrayMap(ArrayMap):
             if old:
                 self.put32(o, 0)
         return old
+
+    def clear_if(self, idx: int, expected: int) -> bool:
+        """Empty slot idx if it still holds object id ``expected`` (a perf buffer closing, or
+        finding its reader gone, must not remove a newer reader's event); True if cleared."""
+        if not 0 <= idx < self.max_entries or not expected:
+            return False
+        o = self.doff + 4 * idx
+        if self.w32[o >> 2] != expected:
+            return False
+        with self:
+            if self.w32[o >> 2] != expected:
+                return False
+            self.put32(o, 0)
+        return True
 
     def ids(self) -> list[int]:
         """Every non-zero id held (the object layer's holds)."""

@@ -5,6 +5,14 @@ instructions (context accesses already rewritten to the runtime layout, map
 references by map id or fd), its type and its maps.  A ``Runtime`` owns the
 memory programs run in (map storage registered once, contexts and packets
 per run) and caches one VM per program; use one per thread (``runtime()``).
+
+A map stays registered (mapped, its handle held) while a cached VM of some
+program refers to it.  A program is gone when its ExecProgram is garbage, or,
+for a loaded program, when this process no longer has its object (the last
+fd was closed: ``Program.close()``); its VMs are then dropped and the maps no
+remaining program uses are unregistered, so loading and closing programs
+for ever does not grow the process.  This happens at the runtime's next
+safe point (a new program or VM, ``release_unused()``), never mid-run.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +175,11 @@ class Runtime:
         self.maps_by_ptr: dict[int, MapRef] = {}
         self._vms: dict[Any, VM] = {}
         self._programs: dict[Any, ExecProgram] = {}
+        self._prog_objs: dict[Any, Any] = {}           # program key -> its kobj handle (loaded programs)
+        self._map_users: dict[Any, set] = {}           # map key -> program keys whose VMs refer to it
+        self._dead: list = []                          # program keys whose ExecProgram was collected
+        self._watched: set = set()                     # ids of ExecPrograms with a finalizer
+        self._running: Any = None                      # key of the program being run (inner maps)
         self.rng = random.Random(int.from_bytes(os.urandom(8), "little"))
         self.max_insns = DEFAULT_MAX_INSNS
         self.trace_to_pipe = True
@@ -206,10 +220,20 @@ class Runtime:
         return res.r0, res.insns_executed
 
     # maps -------------------------------------------------------------------
-    def map_ref(self, obj) -> MapRef:
-        ref = self.maps_by_key.get((obj.key, obj.id))
+    _PINNED = ("runtime",)       # user of maps registered outside any program: kept until close()
+
+    def map_ref(self, obj, user: Any = None) -> MapRef:
+        """The runtime's registration of a map, used by program ``user`` (default: the running one)."""
+        mk = (obj.key, obj.id)
+        if user is None:
+            user = self._running if self._running is not None else self._PINNED
+        self._map_users.setdefault(mk, set()).add(user)
+        ref = self.maps_by_key.get(mk)
         if ref is not None and ref.obj.mm is not None:
             return ref
+        if ref is not None:     # a stale registration (its handle was released under us)
+            self._unregister(mk)
+            self._map_users.setdefault(mk, set()).add(user)
         kobj.acquire(obj)
         impl = obj.map_impl()
         size = obj.size - kobj.HEADER_SIZE
@@ -220,6 +244,71 @@ class Runtime:
         self.maps_by_ptr[ref.ptr] = ref
         return ref
 
+    def _unregister(self, mk) -> None:
+        ref = self.maps_by_key.pop(mk, None)
+        self._map_users.pop(mk, None)
+        if ref is None:
+            return
+        if self.maps_by_ptr.get(ref.ptr) is ref:
+            del self.maps_by_ptr[ref.ptr]
+        try:
+            self.memory.remove_region(ref.region)
+        except KeyError:
+            pass
+        for fn in list(map_release_listeners):
+            try:
+                fn(ref.obj)
+            except Exception:
+                pass
+        kobj.release(ref.obj)
+
+    # releasing what closed programs used -------------------------------------------
+    def _watch(self, prog: ExecProgram, key) -> None:
+        """Learn when prog is garbage (its VMs and maps can go)."""
+        if id(prog) in self._watched:
+            return
+        self._watched.add(id(prog))
+        weakref.finalize(prog, _program_collected, self._dead, self._watched, id(prog), key)
+
+    def release_unused(self) -> int:
+        """Drop the VMs of programs that are gone and unregister the maps nothing uses any more.
+
+        Returns how many maps were unregistered.  Called at every new program or VM, except
+        while a program runs (a tail call or callback must not drop the VMs on the stack)."""
+        if self._running is not None:
+            return 0
+        if self._prog_objs:
+            kobj.sweep()                # handles of programs no fd refers to any more go now
+        dead = set()
+        while self._dead:
+            dead.add(self._dead.pop())
+        for key, obj in list(self._prog_objs.items()):
+            if obj.mm is None:          # released: no fd of this process refers to the program
+                dead.add(key)
+        if not dead:
+            return 0
+        for key in dead:
+            self._prog_objs.pop(key, None)
+            self._programs.pop(key, None)
+        for vk in [vk for vk in self._vms if vk[0] in dead]:
+            self._vms.pop(vk).close()
+        return self._release_maps()
+
+    def _release_maps(self) -> int:
+        live = {vk[0] for vk in self._vms}
+        live.add(self._PINNED)
+        if self._running is not None:
+            live.add(self._running)
+        n = 0
+        for mk in list(self.maps_by_key):
+            users = self._map_users.get(mk)
+            if users is not None:
+                users &= live
+            if not users:
+                self._unregister(mk)
+                n += 1
+        return n
+
     def map_at(self, ptr: int) -> MapRef:
         ref = self.maps_by_ptr.get(ptr)
         if ref is None:
@@ -228,11 +317,14 @@ class Runtime:
 
     # programs ---------------------------------------------------------------
     def program_of(self, obj) -> ExecProgram:
-        prog = self._programs.get((obj.key, obj.id))
-        if prog is None:
+        key = (obj.key, obj.id)
+        prog = self._programs.get(key)
+        if prog is None or self._prog_objs.get(key) is not obj:
+            self.release_unused()
             if len(self._programs) > 256:
                 self._programs.clear()
-            prog = self._programs[(obj.key, obj.id)] = ExecProgram.from_object(obj)
+            prog = self._programs[key] = ExecProgram.from_object(obj)
+            self._prog_objs[key] = obj
         return prog
 
     def vm_for(self, prog: ExecProgram, entry: tuple | None = None) -> VM:
@@ -241,7 +333,11 @@ class Runtime:
         vm = self._vms.get(key)
         if vm is not None:
             return vm
+        self.release_unused()
+        self._watch(prog, key[0])
         from ..helpers import HELPERS
+        pkey = key[0]
+        prog_maps = prog.maps       # not prog: the VM must not keep the ExecProgram alive
         insns = prog.insns
         shift = 0
         if entry is not None:
@@ -259,10 +355,10 @@ class Runtime:
             if src == op.PSEUDO_FUNC:
                 return FUNC_TAG | (pc - shift + lo + 1)
             if src in (op.PSEUDO_MAP_FD, op.PSEUDO_MAP_VALUE):
-                obj = prog.maps.get(lo)
+                obj = prog_maps.get(lo)
                 if obj is None:
                     raise RunError(f"program refers to map {lo}, which it does not hold")
-                ref = self.map_ref(obj)
+                ref = self.map_ref(obj, pkey)
                 if src == op.PSEUDO_MAP_FD:
                     return ref.ptr
                 addr = ref.impl.value_address(b"\0\0\0\0")
@@ -272,10 +368,12 @@ class Runtime:
             raise RunError(f"LD_IMM64 pseudo source {src} is not supported by the runtime")
 
         vm = VM(insns, helpers=HELPERS, memory=self.memory, max_insns=self.max_insns, ldimm64=resolve)
+        self._vms[key] = vm
         if len(self._vms) > 256:
             for k in list(self._vms)[:64]:
                 self._vms.pop(k).close()
-        self._vms[key] = vm
+            if self._running is None:
+                self._release_maps()
         return vm
 
     # trace pipe -------------------------------------------------------------
@@ -298,10 +396,12 @@ class Runtime:
             state.vm = vm
             state.pending_tail = None
             pkt = state.packet.data_region if state.packet is not None else None
+            prev_running, self._running = self._running, (prog.key if prog.key is not None else id(prog))
             try:
                 res = vm.run(ctx=state.ctx, packet=pkt, r1=r1)
             finally:
                 vm.state = prev_state
+                self._running = prev_running
             state.insns += res.insns_executed
             nxt = state.pending_tail
             if nxt is None:
@@ -312,16 +412,23 @@ class Runtime:
         for vm in self._vms.values():
             vm.close()
         self._vms.clear()
-        for ref in self.maps_by_key.values():
-            try:
-                self.memory.remove_region(ref.region)
-            except KeyError:
-                pass
-            kobj.release(ref.obj)
+        for mk in list(self.maps_by_key):
+            self._unregister(mk)
         self.maps_by_key.clear()
         self.maps_by_ptr.clear()
+        self._map_users.clear()
+        self._programs.clear()
+        self._prog_objs.clear()
 
 
+def _program_collected(dead: list, watched: set, ident: int, key) -> None:
+    # may run in any thread: only record it; the runtime's own thread does the work
+    watched.discard(ident)
+    dead.append(key)
+
+
+# Callables given each map handle the runtime unregisters (helpers drop their caches of it).
+map_release_listeners: list = []
 # Callables given every trace_printk line of this process (tests, `pybpf run`).
 trace_listeners: list = []
 # False: trace_printk lines go to the listeners only, not to the shared trace pipe.

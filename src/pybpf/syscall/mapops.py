@@ -137,6 +137,8 @@ def update(obj, key: bytes, value: bytes, flags: int = 0) -> None:
         raise _err(errno.EINVAL, f"bad update flags {flags:#x}")
     if flags & C.BPF_F_LOCK:
         raise _err(errno.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value")
+    if spec.map_type == C.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+        impl.check_slot(key, flags)         # EINVAL / E2BIG come before the fd's EBADF
     vfd = int.from_bytes(value[:4], "little", signed=True)
     held = _resolve_ref(spec, vfd)
     impl.update(key, held.id.to_bytes(4, "little"), flags)
@@ -146,8 +148,7 @@ def update(obj, key: bytes, value: bytes, flags: int = 0) -> None:
 def _resolve_ref(spec, vfd: int):
     t = spec.map_type
     if t == C.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
-        # perf_event_get(): any fd that is not a perf event is EBADF, and pybpf has none
-        raise _err(errno.EBADF, f"fd {vfd} is not a perf event")
+        return kobj.perf_event.event_from_fd(vfd)      # EBADF unless a perf event, as perf_event_get()
     held = kobj.obj_from_fd(vfd)
     if t == C.BPF_MAP_TYPE_PROG_ARRAY:
         if held.kind != "prog":
