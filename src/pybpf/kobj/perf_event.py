@@ -31,9 +31,8 @@ import errno
 import os
 import platform
 import struct
-import time
 
-from ..maps.layout import owner_alive, owner_id
+from ..maps.layout import owner_id, wait_for_lock
 from ..native import atomics
 from .objects import HEADER_SIZE, BpfObject, _err, create_object, obj_from_fd
 
@@ -234,26 +233,9 @@ class PerfRing:
         return self._lock_slow(me)
 
     def _lock_slow(self, me: int) -> int:
-        spins = 0
-        delay = 0.0
-        last = time.monotonic()
-        while True:
-            cur = self._load(self._lock_addr)
-            if cur == 0:
-                if self._cas(self._lock_addr, 0, me) == 0:
-                    return me
-                continue
-            spins += 1
-            if spins < 64:
-                time.sleep(0)
-                continue
-            delay = min(delay * 2 or 2e-5, 1e-3)
-            time.sleep(delay)
-            now = time.monotonic()
-            if now - last > 2e-3:
-                last = now
-                if not owner_alive(cur) and self._cas(self._lock_addr, cur, me) == cur:
-                    return me       # its owner died inside: its record was never published
+        # a dead owner never published its record: taking its lock over loses nothing
+        wait_for_lock(self._load, self._cas, self._lock_addr, me)
+        return me
 
     def _unlock(self) -> None:
         if _TSO:

@@ -180,12 +180,7 @@ class IdArrayMap(ArrayMap):
 
     def exchange(self, key, new_id: int, flags: int = 0) -> int:
         """Store an object id (0 clears) and return the id it replaced; errnos as update."""
-        flags = check_flags(flags)
-        idx = self._index(key)
-        if flags != S.ANY:
-            raise err(errno.EINVAL, f"{self.name} updates take only BPF_ANY (flags {flags:#x})")
-        if idx >= self.max_entries:
-            raise err(errno.E2BIG, f"index {idx} out of range (max_entries {self.max_entries})")
+        idx = self.check_slot(key, flags)
         o = self.doff + 4 * idx
         with self:
             old = self.w32[o >> 2]

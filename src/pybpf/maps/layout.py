@@ -115,6 +115,32 @@ def owner_alive(oid: int) -> bool:
     return state == "?" or (start & 0xFFFFFFFF) == oid >> 32
 
 
+def wait_for_lock(load, cas, addr: int, me: int) -> None:
+    """Take the robust lock word at ``addr`` for owner ``me``: spin, then back off, and take
+    it over when its owner thread has died holding it (one waiter wins the compare-and-swap).
+    Shared by map storage and perf event rings."""
+    spins = 0
+    delay = 0.0
+    last_check = time.monotonic()
+    while True:
+        cur = load(addr)
+        if cur == 0:
+            if cas(addr, 0, me) == 0:
+                return
+            continue
+        spins += 1
+        if spins < 64:
+            time.sleep(0)
+            continue
+        delay = min(delay * 2 or 2e-5, 1e-3)
+        time.sleep(delay)
+        now = time.monotonic()
+        if now - last_check > 2e-3:
+            last_check = now
+            if not owner_alive(cur) and cas(addr, cur, me) == cur:
+                return
+
+
 class Storage:
     """Process-local handle on one map's storage: header fields, lock, journal, seqlock."""
 
@@ -155,28 +181,7 @@ class Storage:
         self._jpos = 0
 
     def _acquire_slow(self, me: int) -> None:
-        spins = 0
-        delay = 0.0
-        last_check = time.monotonic()
-        while True:
-            cur = atomics.load(self._lock_addr)
-            if cur == 0:
-                if atomics.cmpxchg(self._lock_addr, 0, me) == 0:
-                    return
-                continue
-            spins += 1
-            if spins < 64:
-                time.sleep(0)
-                continue
-            delay = min(delay * 2 or 2e-5, 1e-3)
-            time.sleep(delay)
-            now = time.monotonic()
-            if now - last_check > 2e-3:
-                last_check = now
-                if not owner_alive(cur):
-                    # The owner died holding the lock: take it over (one waiter wins).
-                    if atomics.cmpxchg(self._lock_addr, cur, me) == cur:
-                        return
+        wait_for_lock(atomics.load, atomics.cmpxchg, self._lock_addr, me)
 
     def release(self) -> None:
         self._writer = 0
