@@ -149,9 +149,6 @@ def _mark_null(env: Env, st: State, rid: int, is_null: bool) -> None:
             else:
                 r.type = OR_NULL_TYPES[r.type]
                 r.id = 0        # (Linux keeps it only for spin locks, which pybpf lacks)
-                if r.map is not None and r.map.inner is not None:
-                    # a map-in-map lookup yields the inner map, described by its template
-                    r.type, r.map = CONST_PTR_TO_MAP, r.map.inner
     if is_null:
         st.refs = tuple(x for x in st.refs if x[0] != rid)
 

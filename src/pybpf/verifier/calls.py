@@ -9,7 +9,7 @@ from ..isa.insn import Insn
 from . import bounds as B
 from . import helpers as H
 from . import tnum
-from .regstate import (OR_NULL_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE,
+from .regstate import (OR_NULL_TYPES, CONST_PTR_TO_MAP, CONST_PTR_TO_MAP_OR_NULL, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE,
     PTR_TO_MAP_VALUE_OR_NULL, MEM_TYPES, PTR_TO_ARG_MEM, PTR_TO_MEM, PTR_TO_MEM_OR_NULL, PTR_TO_PACKET, PTR_TO_PACKET_END,
     PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise, PTR_TO_FUNC, PTR_TO_MAP_KEY)
 from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame
@@ -224,7 +224,10 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
     elif proto.ret == H.RET_VOID:
         r0.make_not_init()
     elif proto.ret == H.RET_MAP_VALUE_OR_NULL:
-        if key_const is not None and key_const < meta_map.max_entries:
+        if meta_map.inner is not None:
+            # a map-in-map lookup yields the inner map (described by its template) or NULL
+            r0.assign(Reg.pointer(CONST_PTR_TO_MAP_OR_NULL, map=meta_map.inner, id=env.new_id()))
+        elif key_const is not None and key_const < meta_map.max_entries:
             # An array lookup with a constant in-bounds key cannot fail (Linux 6.13+).
             r0.assign(Reg.pointer(PTR_TO_MAP_VALUE, map=meta_map))
         else:
@@ -277,7 +280,8 @@ def _push_callback(env: Env, st: State, idx: int, fid: int, sub: int, m) -> None
     else:
         callee.regs[1].assign(Reg.pointer(CONST_PTR_TO_MAP, map=m))
         callee.regs[2].assign(Reg.pointer(PTR_TO_MAP_KEY, map=m))
-        callee.regs[3].assign(Reg.pointer(PTR_TO_MAP_VALUE, map=m))
+        # Linux 6.18 gives the value pointer an id of its own (for its spin-lock tracking)
+        callee.regs[3].assign(Reg.pointer(PTR_TO_MAP_VALUE, map=m, id=env.new_id()))
         callee.regs[4].assign(args[3])
     cb.cur.callback_depth += 1
     cb.unroll += 1

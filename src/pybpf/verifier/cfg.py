@@ -139,13 +139,14 @@ def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
     cfg.callback_calls = callback_calls
     cfg.live_in = _liveness(insns, n, prog_type, succ)
     cfg.stack_live = _stack_liveness(insns, n, succ, subs)
-    cfg.scc = _loops(succ, n, ldimm_second)
+    cfg.scc = _loops(succ, n, ldimm_second, callback_calls)
     return cfg
 
 
-def _loops(succ, n, skip) -> dict[int, int]:
+def _loops(succ, n, skip, callback_calls=frozenset()) -> dict[int, int]:
     """Number the loops (strongly connected components with a cycle) in the order Tarjan's
-    algorithm completes them, as Linux numbers them in its liveness dump."""
+    algorithm completes them, as Linux numbers them in its liveness dump.  A helper call that
+    calls a callback repeatedly is a loop of its own, as Linux 6.18 counts it."""
     index = {}
     low = {}
     on = set()
@@ -188,7 +189,7 @@ def _loops(succ, n, skip) -> dict[int, int]:
                     comp.append(x)
                     if x == v:
                         break
-                if len(comp) > 1 or v in succ[v]:
+                if len(comp) > 1 or v in succ[v] or v in callback_calls:
                     scc_id += 1
                     for x in comp:
                         out[x] = scc_id

@@ -13,6 +13,7 @@ CONST_PTR_TO_MAP = "map_ptr"
 PTR_TO_MAP_VALUE = "map_value"
 PTR_TO_MAP_KEY = "map_key"
 PTR_TO_MAP_VALUE_OR_NULL = "map_value_or_null"
+CONST_PTR_TO_MAP_OR_NULL = "map_ptr_or_null"      # a map-in-map lookup: the inner map or NULL
 PTR_TO_STACK = "fp"
 PTR_TO_PACKET = "pkt"
 PTR_TO_PACKET_META = "pkt_meta"
@@ -25,7 +26,8 @@ PTR_TO_ARG_MEM_OR_NULL = "mem_or_null"
 MEM_TYPES = (PTR_TO_MEM, PTR_TO_ARG_MEM)
 PTR_TO_FUNC = "func"
 
-OR_NULL_TYPES = {PTR_TO_MAP_VALUE_OR_NULL: PTR_TO_MAP_VALUE, PTR_TO_MEM_OR_NULL: PTR_TO_MEM,
+OR_NULL_TYPES = {PTR_TO_MAP_VALUE_OR_NULL: PTR_TO_MAP_VALUE, CONST_PTR_TO_MAP_OR_NULL: CONST_PTR_TO_MAP,
+                 PTR_TO_MEM_OR_NULL: PTR_TO_MEM,
                  PTR_TO_ARG_MEM_OR_NULL: PTR_TO_ARG_MEM}
 PKT_TYPES = (PTR_TO_PACKET, PTR_TO_PACKET_META)
 
@@ -223,7 +225,8 @@ def fmt_reg(r: Reg, frameno: int = 0) -> str:
         parts.append(f"id={r.id}")
     if r.ref_obj_id:
         parts.append(f"ref_obj_id={r.ref_obj_id}")
-    if t in (CONST_PTR_TO_MAP, PTR_TO_MAP_VALUE, PTR_TO_MAP_VALUE_OR_NULL, PTR_TO_MAP_KEY):
+    if t in (CONST_PTR_TO_MAP, CONST_PTR_TO_MAP_OR_NULL, PTR_TO_MAP_VALUE, PTR_TO_MAP_VALUE_OR_NULL,
+             PTR_TO_MAP_KEY):
         parts.append(f"ks={r.map.key_size},vs={r.map.value_size}")
     if r.off:
         parts.append(f"off={r.off}")
