@@ -59,12 +59,18 @@ def kernel_btf_load(blob: bytes) -> tuple[int, int, str]:
 
 
 def kernel_load(code: bytes, prog_type: int, blob: bytes, records: list[tuple[int, int]], *,
-                license: str = "GPL", log_level: int = 1) -> tuple[int, int, str]:
-    """BPF_PROG_LOAD with prog_btf_fd and func_info; returns (fd, errno, log)."""
+                license: str = "GPL", log_level: int = 1, btf_fd: int = -1) -> tuple[int, int, str]:
+    """BPF_PROG_LOAD with prog_btf_fd and func_info; returns (fd, errno, log).
+
+    ``btf_fd`` is BTF already loaded from ``blob`` (kept open: the caller owns it); else the
+    blob is loaded here and closed afterwards.
+    """
     from kernel_oracle import sys_bpf
-    btf_fd, err, blog = kernel_btf_load(blob)
-    if btf_fd < 0:
-        raise RuntimeError(f"kernel refused the test BTF (errno {err}): {blog}")
+    own = btf_fd < 0
+    if own:
+        btf_fd, err, blog = kernel_btf_load(blob)
+        if btf_fd < 0:
+            raise RuntimeError(f"kernel refused the test BTF (errno {err}): {blog}")
     try:
         insns = ctypes.create_string_buffer(bytes(code), max(len(code), 1))
         lic = ctypes.create_string_buffer(license.encode() + b"\0")
@@ -79,4 +85,5 @@ def kernel_load(code: bytes, prog_type: int, blob: bytes, records: list[tuple[in
         fd, err = sys_bpf(5, attr, 144)
         return fd, err, log.value.decode(errors="replace") if log_level else ""
     finally:
-        os.close(btf_fd)
+        if own:
+            os.close(btf_fd)

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 from ..isa import opcodes as op
 from ..isa.insn import Insn, check_insn
 from . import bounds, context, funcinfo, helpers, progtypes
-from .cfg import CfgError, build
+from .cfg import CfgError, build, check_unprivileged_calls, find_subprogs
 from .core import Env, VerifyError, explore
 from .log import Log, format_insn
 from .regstate import PTR_TO_ARG_MEM, PTR_TO_ARG_MEM_OR_NULL, PTR_TO_CTX, Reg
@@ -196,9 +196,16 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
         except funcinfo.FuncInfoError as e:
             log.write(e.msg + ("\n" if e.newline else ""))
             raise VerifyError(e.msg, e.errno, logged=True) from None
-        insn_errors = _resolve_ldimm64(insns, maps)
+        if not privileged:
+            check_unprivileged_calls(insns)
         _precheck(insns)
-        cfg = build(insns, privileged, prog_type)
+        subs = find_subprogs(insns, privileged)
+        if log.level & 2:
+            # Linux lists the subprograms as soon as it has found them, before any other check
+            for k, s in enumerate(subs):
+                log.write(f"func#{k} @{s}\n")
+        insn_errors = _resolve_ldimm64(insns, maps)
+        cfg = build(insns, privileged, prog_type, subs)
         linkage = None
         if fi_recs:
             try:
@@ -208,8 +215,6 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
         _check_abnormal_return(insns, cfg.subprog_starts, linkage is not None,
                                funcinfo.returns_int(fi_recs, btf) if linkage is not None else None)
         if log.level & 2:
-            for k, s in enumerate(cfg.subprog_starts):
-                log.write(f"func#{k} @{s}\n")
             _live_regs_dump(log, insns, cfg)
         env = Env(insns, cfg, prog_type=prog_type, maps=maps, license_gpl=is_gpl_compatible(license),
                   privileged=privileged, expected_attach_type=expected_attach_type, log=log,
@@ -281,6 +286,9 @@ def _verify_globals(env: Env) -> None:
             env.explored = {}
             env.pending = []
             env.cur_states = 0
+            env.buckets = {}
+            env.scc_visits = {}
+            env.num_backedges = 0
             explore(env, State([frame]), env.cfg.subprog_starts[k])
             if not (log.level & 2):
                 log.reset(0)

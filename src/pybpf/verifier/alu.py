@@ -12,7 +12,7 @@ from .regstate import (CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_CTX, P
     PTR_TO_ARG_MEM, PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
 from .state import State
 
-from . import backtrack
+from . import backtrack, sanitize
 from .env import _ALU_STR, MAX_VAR_OFF, Env
 
 
@@ -158,11 +158,11 @@ def pointer_alu(env: Env, ins: Insn, dst: Reg, ptr: Reg, off: Reg, o: int, is64:
     mark_precise(off)
     _sane_offset(env, off, ptr.type)
     _sane_offset(env, ptr, ptr.type)
+    window = None
+    if not env.priv and ins.code & op.X:
+        window = sanitize.ptr_alu_first(env, ins, dst, ptr, off)
     if o == op.SUB and dst is off:
         env.fail(f"R{dreg} tried to subtract pointer from scalar")
-    if not env.priv and not off.is_const and off.smin < 0 <= off.smax:
-        env.fail(f"R{dreg} has unknown scalar with mixed signed bounds, pointer arithmetic with it "
-                 f"prohibited for !root")
     res = ptr.copy()
     known = off.is_const
     sval = B.s64(off.var[0])
@@ -192,12 +192,10 @@ def pointer_alu(env: Env, ins: Insn, dst: Reg, ptr: Reg, off: Reg, o: int, is64:
                 res.range = 0
     B.sync(res)
     _sane_offset(env, res, ptr.type)
-    if not env.priv and res.type == PTR_TO_MAP_VALUE and (
-            res.off + res.smin < 0 or res.off + res.smax >= res.map.value_size):
-        env.fail(f"R{dreg} pointer arithmetic of map value goes out of range, prohibited for !root")
-    if not env.priv and res.type == PTR_TO_STACK and not res.is_const:
-        env.fail(f"R{dreg} variable stack access prohibited for !root, var_off={tnum.fmt(res.var)} "
-                 f"off={res.off}")
+    if not env.priv:
+        sanitize.check_bounds(env, dreg, res)
+        if window is not None:
+            sanitize.ptr_alu_commit(env, ins, res, window)
     dst.assign(res)
 
 
@@ -291,8 +289,9 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
             dst.id = dst.off = 0
             B.mark_known(dst, _CONST_OPS[o](dst.var[0] & m, ins.imm & m) & m)
             return
-        if o in (op.ADD, op.SUB) and is64 and ins.dst != 10 and dst.type in _FAST_PTR_TYPES:
-            # Pointer plus a small immediate: only the fixed offset moves.
+        if o in (op.ADD, op.SUB) and is64 and ins.dst != 10 and dst.type in _FAST_PTR_TYPES and env.priv:
+            # Pointer plus a small immediate: only the fixed offset moves.  (Unprivileged
+            # loaders take the full path, whose result must stay inside its object.)
             off = dst.off + (ins.imm if o == op.ADD else -ins.imm)
             if (-MAX_VAR_OFF < ins.imm < MAX_VAR_OFF and -MAX_VAR_OFF < off < MAX_VAR_OFF
                     and dst.smin != B.S64_MIN and -MAX_VAR_OFF < dst.smin < MAX_VAR_OFF
@@ -326,6 +325,8 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
     if o in (op.LSH, op.RSH, op.ARSH) and x and src.is_const and src.value >= (64 if is64 else 32):
         dst.make_unknown()
         return
+    if not env.priv and x and o in (op.ADD, op.SUB):
+        sanitize.val_alu(env, ins)
     link = None
     if env.priv and o == op.ADD and is64 and dst.id and src.is_const:
         # rX += const keeps rX linked to the registers it was copied from, at a known

@@ -13,9 +13,11 @@ from .regstate import (OR_NULL_TYPES, CONST_PTR_TO_MAP, CONST_PTR_TO_MAP_OR_NULL
     PTR_TO_MAP_VALUE_OR_NULL, MEM_TYPES, PTR_TO_ARG_MEM, PTR_TO_MEM, PTR_TO_MEM_OR_NULL, PTR_TO_PACKET, PTR_TO_PACKET_END,
     PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise, PTR_TO_FUNC, PTR_TO_MAP_KEY)
 from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame
+from .stack_liveness import slot_mask
 from .state import IdMap, State, regsafe
 
 from . import backtrack, funcinfo
+from ..maps.spec import ncpus
 from .env import MAX_VAR_OFF, Env, PathDone, VerifyError, push_branch
 from .memory import _frame_of, _grow, _pkt_access_ok, check_mem_region, check_packet, stack_bounds
 
@@ -24,7 +26,9 @@ _MEM_TYPES_MSG = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, 
 
 
 def helper_mem_access(env: Env, st: State, regno: int, size: int, write: bool, zero_ok: bool,
-                      allow_null: bool = False) -> None:
+                      allow_null: bool = False, raw: bool | None = None) -> None:
+    """``write``: the callee fills the memory; ``raw`` (by default ``write``): it may be
+    uninitialized (Linux's raw mode, which is not a read of the stack)."""
     r = st.cur.regs[regno]
     t = r.type
     if t == SCALAR and allow_null and r.is_const and r.value == 0:
@@ -44,9 +48,12 @@ def helper_mem_access(env: Env, st: State, regno: int, size: int, write: bool, z
     elif t == PTR_TO_STACK:
         if size == 0 and zero_ok:
             return
-        lo, hi = stack_bounds(env, regno, r, r.off, size, " write to" if write else " read from")
         frame = _frame_of(st, r)
+        lo, hi = stack_bounds(env, regno, r, r.off, size, " write to" if write else " read from",
+                              frame=frame)
         _grow(env, st, frame, lo)
+        if env.stack_lv is not None and not (write if raw is None else raw):
+            env.stack_lv.read(st, r.frameno, env.idx, slot_mask(lo, hi))
         for a in range(lo, hi):
             spi, j = (-a - 1) // SLOT, (-a - 1) % SLOT
             slot = frame.slot(spi)
@@ -55,6 +62,7 @@ def helper_mem_access(env: Env, st: State, regno: int, size: int, write: bool, z
                     slot.types = [x if x == INVALID else MISC for x in slot.types]
                     slot.spilled = None
                 slot.types[j] = MISC
+                env.scratched_slots.add(spi)    # Linux writes it byte by byte, as a store
                 continue
             ty = slot.types[j]
             if ty in (MISC, "0"):
@@ -138,7 +146,8 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
                 env.fail(f"R{regno} type={r.type} expected={_MEM_TYPES_MSG}")
             size = meta_map.key_size if kind == H.MAP_KEY else meta_map.value_size
             helper_mem_access(env, st, regno, size, kind == H.MAP_VALUE_UNINIT, False)
-            if kind == H.MAP_KEY and fid == 1 and meta_map.map_type in (H.MAP_ARRAY, H.MAP_PERCPU_ARRAY):
+            if kind == H.MAP_KEY and fid == 1 and meta_map.map_type in (H.MAP_ARRAY, H.MAP_PERCPU_ARRAY) \
+                    and env.priv:       # Linux elides the NULL only for CAP_BPF loaders
                 key_const = _constant_key(st, r, meta_map.key_size)
         elif kind in (H.MEM, H.MEM_OR_NULL, H.UNINIT_MEM, H.UNINIT_MEM_OR_NULL):
             null_ok = kind in (H.MEM_OR_NULL, H.UNINIT_MEM_OR_NULL)
@@ -192,6 +201,11 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
         elif kind == H.STACK_OR_NULL:
             if r.type != PTR_TO_STACK and not (r.type == SCALAR and r.is_const and r.value == 0):
                 env.fail(f"R{regno} type={r.type} expected=fp")
+            if r.type == SCALAR:
+                # a NULL callback context: Linux needs that zero exactly
+                if env.bt_log:
+                    backtrack.log_precision(env, st, regno)
+                mark_precise(r)
         elif kind == H.CONST_STR:
             if r.type != PTR_TO_MAP_VALUE or not (r.map.flags & 0x80):
                 env.fail(f"R{regno} does not point to a readonly map'")
@@ -221,6 +235,10 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
     env.scratched.add(0)
     if proto.ret == H.RET_INTEGER:
         r0.make_unknown()
+        if fid == H.GET_SMP_PROCESSOR_ID:
+            # Linux 6.18 knows the CPU number is below nr_cpu_ids (the possible CPUs)
+            r0.umax = r0.smax = r0.u32max = r0.s32max = ncpus() - 1
+            B.sync(r0)
     elif proto.ret == H.RET_VOID:
         r0.make_not_init()
     elif proto.ret == H.RET_MAP_VALUE_OR_NULL:
@@ -326,7 +344,7 @@ def _global_arg_ok(env: Env, st: State, regno: int, kind: str, size: int, nullab
             env.fail(f"R{regno} type={t} expected=fp", E.EINVAL)
         try:
             helper_mem_access(env, st, regno, size, False, True)
-            helper_mem_access(env, st, regno, size, True, True)
+            helper_mem_access(env, st, regno, size, True, True, raw=False)
         except VerifyError as e:
             raise VerifyError(e.msg, E.EINVAL) from None
     finally:
@@ -382,6 +400,8 @@ def do_pseudo_call(env: Env, st: State, idx: int, ins: Insn) -> int:
     if env.log.on:
         env.log.write("caller:\n" + env.reg_str(st, all_=True) + "\n")
     st.frames.append(callee)
+    if env.stack_lv is not None:
+        env.stack_lv.reset()
     if env.log.on:
         env.log.write("callee:\n" + env.reg_str(st, all_=True) + "\n")
     return target
@@ -418,6 +438,8 @@ def _widen_imprecise(env: Env, st: State, callsite: int) -> None:
 
 def do_exit(env: Env, st: State, idx: int) -> int:
     r0 = st.cur.regs[0]
+    if len(st.frames) > 1 and env.stack_lv is not None:
+        env.stack_lv.update(st)     # the callee's stack liveness, before its frame goes
     if len(st.frames) > 1 and st.cur.in_callback:
         if r0.type == PTR_TO_STACK and r0.frameno == st.cur.frameno:
             env.fail("cannot return stack pointer to the caller", E.EINVAL)

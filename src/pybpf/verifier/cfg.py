@@ -46,7 +46,19 @@ def jump_target(insns, i) -> int:
     return i + ins.off + 1
 
 
-def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
+def check_unprivileged_calls(insns: list[Insn]) -> None:
+    """Without CAP_BPF, the first bpf-to-bpf call, function pointer or kfunc call is EPERM,
+    before its target is looked at (Linux: add_subprog_and_kfunc)."""
+    for ins in insns:
+        if (ins.code == op.OP_CALL and ins.src in (op.PSEUDO_CALL, op.PSEUDO_KFUNC_CALL)) or \
+                (ins.code == op.LD_IMM64 and ins.src == op.PSEUDO_FUNC):
+            raise CfgError("loading/calling other bpf or kernel functions are allowed for CAP_BPF and "
+                           "CAP_SYS_ADMIN", 1)     # EPERM
+
+
+def find_subprogs(insns: list[Insn], privileged: bool) -> list[int]:
+    """The first instruction of each subprogram: 0 and every bpf-to-bpf call or function
+    pointer target (Linux: add_subprog_and_kfunc)."""
     n = len(insns)
     EINVAL = 22
     starts = {0}
@@ -65,6 +77,14 @@ def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
     if len(subs) > 1 and not privileged:
         raise CfgError("loading/calling other bpf or kernel functions are allowed for CAP_BPF and "
                        "CAP_SYS_ADMIN", 1)     # EPERM
+    return subs
+
+
+def build(insns: list[Insn], privileged: bool, prog_type: int = 0, subs: list[int] | None = None) -> Cfg:
+    n = len(insns)
+    EINVAL = 22
+    if subs is None:
+        subs = find_subprogs(insns, privileged)
     # Successors and jump flags once: the walks below all need them.
     jumps = [_is_jump(ins) for ins in insns]
     succ = [_succ(insns, i) for i in range(n)]
@@ -124,7 +144,10 @@ def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
     for i, ins in enumerate(insns):
         if i in ldimm_second:
             continue
-        if jumps[i]:
+        if ins.code == op.LD_IMM64 and ins.src == op.PSEUDO_FUNC:
+            # a callback's address: Linux walks it as a call (itself, the next insn, the target)
+            prune.update((i, i + 2, i + ins.imm + 1))
+        elif jumps[i]:
             prune.add(jump_target(insns, i))
             if ins.code & 0xF0 != op.JA:
                 prune.add(i)
@@ -132,6 +155,7 @@ def build(insns: list[Insn], privileged: bool, prog_type: int = 0) -> Cfg:
             prune.add(i + 1)
             if ins.src == op.PSEUDO_CALL:
                 prune.add(i)
+                prune.add(i + ins.imm + 1)      # the callee's entry, as a branch target
             elif ins.src == op.CALL_HELPER and ins.imm in CALLBACK_HELPERS:
                 prune.add(i)
                 callback_calls.add(i)

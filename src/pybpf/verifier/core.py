@@ -19,7 +19,7 @@ from .log import format_insn
 from .regstate import SCALAR, mark_precise
 from .stack import SLOT, SPILL
 from .state import Checkpoint, State, states_equal
-from . import backtrack
+from . import backtrack, scc
 
 from .env import Env, PathDone, VerifyError
 from .alu import do_alu, scalar_alu
@@ -76,6 +76,11 @@ def _propagate_precision(old: State, cur: State) -> None:
                 mark_precise(sc.spilled)
 
 
+def _bucket(env: Env, st: State, idx: int) -> int:
+    """The hash bucket of Linux's stored-state table that holds ``st``'s states at ``idx``."""
+    return ((idx ^ st.frames[-1].callsite) & 0xFFFFFFFF) % env.n
+
+
 def is_state_visited(env: Env, st: State, idx: int) -> bool:
     lst = env.explored.get(idx)
     calls_back = idx in env.cfg.callback_calls
@@ -84,7 +89,6 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
     if lst:
         masks = _live_masks(env, st, idx)
         smasks = _stack_masks(env, st, idx)
-        env.max_states_per_insn = max(env.max_states_per_insn, len(lst))
         keep = []
         hit = False
         for cp in lst:
@@ -101,6 +105,7 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                         st.hist.append((idx, None, ()))
                         backtrack.log_propagation(env, cp.state, st)
                     _propagate_precision(cp.state, st)
+                    scc.add_backedge(env, cp, st)
                     keep.append(cp)
                     continue
             elif cp.branches > 0:
@@ -112,26 +117,39 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                     raise VerifyError(f"infinite loop detected at insn {idx}", E.EINVAL, logged=True)
                 if env.jmps - env.prev_jmps < 20 and env.processed - env.prev_insns < 100:
                     add = False
-            elif states_equal(cp.state, st, masks, False, env.priv, stack_masks=smasks):
+            elif states_equal(cp.state, st, masks, False, env.priv,
+                              within=(loop := scc.incomplete(env, cp)), stack_masks=smasks):
+                # (a state of a loop whose later paths may still mark it: values within it only)
                 cp.hit += 1
                 hit = True
                 if st.hist is not None:
                     st.hist.append((idx, None, ()))
                     backtrack.log_propagation(env, cp.state, st)
                 _propagate_precision(cp.state, st)
+                if loop:
+                    scc.add_backedge(env, cp, st)
                 keep.append(cp)
                 continue
             # Count a miss only when a state will be added, so that a loop does not evict
             # the states of its earlier iterations (the same heuristic as Linux).
             if add:
                 cp.miss += 1
-            if cp.miss > cp.hit * 3 + 3:
-                env.cur_states -= 1
+            n = 64 if calls_back and cp.branches > 0 else 3
+            if cp.miss > cp.hit * n + n:
+                # dropped; Linux frees it (and stops counting it) once no path needs it
+                if cp.branches == 0 and not scc.incomplete(env, cp):
+                    env.cur_states -= 1
+                else:
+                    cp.evicted = True
+                env.buckets[_bucket(env, cp.state, idx)] -= 1
                 continue
             keep.append(cp)
         env.explored[idx] = keep
         if hit:
             return True
+    key = _bucket(env, st, idx)
+    # Linux counts the states it looked at in idx's hash bucket (when none matched)
+    env.max_states_per_insn = max(env.max_states_per_insn, env.buckets.get(key, 0))
     if add:
         cp = Checkpoint(st.copy(), st.parent, idx)
         for live_r, stored_r in zip(st.all_regs(), cp.state.all_regs()):
@@ -143,18 +161,24 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
         env.explored.setdefault(idx, []).append(cp)
         env.total_states += 1
         env.cur_states += 1
-        env.peak_states = max(env.peak_states, env.cur_states)
+        env.buckets[key] = env.buckets.get(key, 0) + 1
+        env.peak_states = max(env.peak_states, env.cur_states + env.num_backedges)
         env.prev_jmps = env.jmps
         env.prev_insns = env.processed
+        scc.maybe_enter(env, cp)
     return False
 
 
-def _finish_path(st: State) -> None:
+def _finish_path(env: Env, st: State) -> None:
     cp = st.parent
     while cp is not None:
         cp.branches -= 1
         if cp.branches:
             break
+        scc.maybe_exit(env, cp)
+        if cp.evicted and not scc.incomplete(env, cp):
+            env.cur_states -= 1
+            cp.evicted = False
         cp = cp.parent
 
 
@@ -261,12 +285,14 @@ def explore(env: Env, st: State, start: int = 0) -> None:
     log = env.log
     idx, prev = start, -1
     print_state = True
+    popped = deferred = False
     prune_points = env.cfg.prune_points
     insns = env.insns
     handlers = env.handlers = [None] * env.n
     first = _first_visit(handlers)
     for i in range(env.n):
         handlers[i] = first
+    lv = env.stack_lv
     if env.bt_log:
         st.hist = []
     while True:
@@ -276,6 +302,8 @@ def explore(env: Env, st: State, start: int = 0) -> None:
                 if env.processed > env.max_insns:
                     env.fail(f"BPF program is too large. Processed {env.processed} insn", E.E2BIG)
                 if idx in prune_points and is_state_visited(env, st, idx):
+                    # a state left unprinted by the last instruction is never printed: Linux
+                    # prints it lazily, after this check, and a pruned path skips that
                     if log.on:
                         if print_state and prev >= 0 and log.level & 2:
                             log.write(f"\nfrom {prev} to {idx}: safe\n")
@@ -288,19 +316,29 @@ def explore(env: Env, st: State, start: int = 0) -> None:
                     st.hist.append((idx, backtrack.stack_access(st, ins)
                                     if ins.code & 7 in (op.LDX, op.ST, op.STX) else None, ()))
                 if log.on:
+                    if deferred and (env.scratched or env.scratched_slots):
+                        # on a line of its own it is numbered with this instruction
+                        log.state_after_insn(idx, env.reg_str(st))
                     if print_state:
                         if prev >= 0 and log.level & 2:
                             log.write(f"\nfrom {prev} to {idx}:{env.reg_str(st, all_=True)}\n")
-                            if insns[prev].code == op.OP_CALL and insns[prev].src != op.PSEUDO_CALL:
-                                # a path a helper call forked (a callback): Linux shows it twice
+                            if popped:
+                                # Linux marks the whole state scratched when it pops a branch, and
+                                # the "from" line does not clear the marks: the state shows twice
                                 log.write(f"{idx}:{env.reg_str(st, all_=True)}\n")
                         else:
                             log.write(f"{idx}:{env.reg_str(st, all_=True)}\n")
                     log.insn(idx, format_insn(env.insns, idx))
                     env.scratched.clear()
                     env.scratched_slots.clear()
-                print_state = False
-                nxt = handlers[idx](env, st, idx, insns[idx])
+                print_state = popped = deferred = False
+                if lv is None or not lv.stores[idx]:
+                    nxt = handlers[idx](env, st, idx, insns[idx])
+                else:
+                    # the stack slots a store writes whole: Linux's must-write marks
+                    lv.begin(st, idx)
+                    nxt = handlers[idx](env, st, idx, insns[idx])
+                    lv.commit()
                 if log.on:
                     ins = env.insns[idx]
                     if ins.code == op.OP_EXIT or (ins.code == op.OP_CALL and ins.src == op.PSEUDO_CALL
@@ -308,20 +346,22 @@ def explore(env: Env, st: State, start: int = 0) -> None:
                         # at level 2 Linux shows where a callee returned to as a jump
                         print_state = ins.code != op.OP_EXIT or bool(log.level & 2)
                         prev = idx if ins.code == op.OP_EXIT else -1
-                    else:
+                    elif ins.code & 7 in (op.JMP, op.JMP32) and ins.code != op.OP_CALL:
+                        # a conditional jump prints the state itself, numbered with the jump
                         if env.scratched or env.scratched_slots:
-                            # on a line of its own, Linux numbers the state with the instruction
-                            # that follows, except after a conditional jump
-                            cls = ins.code & 7
-                            after = idx if cls in (op.JMP, op.JMP32) and ins.code != op.OP_CALL else nxt
-                            log.state_after_insn(after, env.reg_str(st))
+                            log.state_after_insn(idx, env.reg_str(st))
+                    else:
+                        deferred = True
                 idx = nxt
         except PathDone:
-            _finish_path(st)
+            _finish_path(env, st)
+            if lv is not None:
+                lv.update(st)
             if not env.pending:
                 return
             st, idx, prev, pos = env.pending.pop()
             if not (log.level & 2):
                 log.reset(pos)
-            print_state = True
+            print_state = popped = True
+            deferred = False
 

@@ -66,6 +66,9 @@ class Env:
         self.cur_states = 0
         self.peak_states = 0
         self.max_states_per_insn = 0
+        self.scc_visits: dict = {}       # loop call chain -> scc.Visit
+        self.num_backedges = 0           # back-edge states kept by open loop visits
+        self.buckets: dict[int, int] = {}  # stored states per bucket of Linux's state table
         self.jmps = 0
         self.prev_jmps = 0
         self.prev_insns = 0
@@ -89,6 +92,13 @@ class Env:
         # Linux prints its precision backtracking at level 2, for privileged loads only
         self.bt_log = bool(log.level & 2) and privileged
         self.bt_marked: dict[int, Reg] = {}     # stored registers the logged walks marked precise
+        # unprivileged: per instruction, the Spectre mask its ADD/SUB needs (sanitize.py)
+        self.alu_aux: dict[int, tuple] = {}
+        # Linux 6.18's call-chain stack liveness: only its level-2 log needs it
+        self.stack_lv = None
+        if log.level & 2:
+            from .stack_liveness import StackLiveness
+            self.stack_lv = StackLiveness(self)
 
     # ---- small utilities -------------------------------------------------------------------
     def global_func(self, sub: int):

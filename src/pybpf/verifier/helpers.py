@@ -139,13 +139,16 @@ PROTOS: dict[int, Proto] = {p.id: p for p in _PROTOS}
 MAX_HELPER_ID = len(HELPER_NAMES)
 
 # Helpers an unprivileged loader may call (Linux's part of bpf_base_func_proto before the
-# CAP_BPF/CAP_PERFMON checks, plus the socket filter's own).
-UNPRIVILEGED = frozenset({1, 2, 3, 5, 7, 8, 12, 25, 26, 87, 88, 89, 125, 130, 131, 132, 133, 134})
+# CAP_BPF/CAP_PERFMON checks, plus the socket filter's own; bpf_get_current_pid_tgid and
+# bpf_get_current_uid_gid are there too in Linux 6.18).
+UNPRIVILEGED = frozenset({1, 2, 3, 5, 7, 8, 12, 14, 15, 25, 26, 87, 88, 89, 125, 130, 131, 132, 133,
+                          134})
 
 # Helpers that call a callback of the program (synchronously, before they return):
 # Linux verifies the callback as called any number of times at the call instruction.
 CALLBACK_HELPERS = frozenset({164, 181})
 LOOP, FOR_EACH_MAP_ELEM = 181, 164
+GET_SMP_PROCESSOR_ID = 8
 FOR_EACH_MAPS = frozenset({MAP_HASH, MAP_ARRAY, MAP_PERCPU_HASH, MAP_PERCPU_ARRAY, MAP_LRU_HASH,
                            MAP_LRU_PERCPU_HASH})
 ENOTSUPP = 524          # Linux's internal "operation not supported", which bpf() passes through

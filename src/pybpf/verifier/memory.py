@@ -13,6 +13,7 @@ from .progtypes import SCHED_ACT, SCHED_CLS, SOCKET_FILTER, XDP
 from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_MEM,
     PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg)
 from .stack import INVALID, MISC, SLOT, SPILL, Frame, read_fixed, write_fixed
+from .stack_liveness import slot_mask
 from .state import State
 
 from .env import MAX_BPF_STACK, MAX_VAR_OFF, Env
@@ -58,7 +59,7 @@ def check_packet(env: Env, regno: int, r: Reg, off: int, size: int, zero_ok: boo
 
 
 def stack_bounds(env: Env, regno: int, r: Reg, off: int, size: int, what: str,
-                 direct: bool = False) -> tuple[int, int]:
+                 direct: bool = False, frame: Frame | None = None) -> tuple[int, int]:
     if r.is_const:
         lo = B.s64(r.var[0]) + off
         hi = lo + size
@@ -69,6 +70,10 @@ def stack_bounds(env: Env, regno: int, r: Reg, off: int, size: int, what: str,
         hi = r.smax + off + size
     err = None
     if lo < -MAX_BPF_STACK:
+        err = E.EACCES
+    elif not env.priv and what == " read from" and frame is not None and lo < -frame.depth:
+        # Without CAP_PERFMON a read must stay within the stack written so far (Linux's
+        # allocated_stack): reading below it is out of bounds, not just uninitialised.
         err = E.EACCES
     elif hi > 0 or size < 0:
         err = E.EACCES if direct and r.is_const else E.EINVAL
@@ -99,10 +104,13 @@ def stack_write(env: Env, st: State, regno: int, r: Reg, off: int, size: int,
         if err:
             env.fail(err, E.EINVAL if err.startswith("cannot spill") else E.EACCES)
         env.scratched_slots.add((-lo - 1) // SLOT)
+        if env.stack_lv is not None and lo % SLOT == 0 and size == SLOT:
+            env.stack_lv.write(r.frameno, 1 << ((-lo - 1) // SLOT))   # only a whole slot counts
         return
     # Variable offset: every byte that may be written loses what it held.
     for a in range(lo, hi):
         slot = frame.slot((-a - 1) // SLOT)
+        env.scratched_slots.add((-a - 1) // SLOT)
         j = (-a - 1) % SLOT
         if slot.types[SLOT - 1] == SPILL:
             slot.types = [t if t == INVALID else MISC for t in slot.types]
@@ -122,15 +130,19 @@ def _grow(env: Env, st: State, frame: Frame, lo: int) -> None:
 
 
 def stack_read(env: Env, st: State, regno: int, r: Reg, off: int, size: int) -> Reg:
-    lo, hi = stack_bounds(env, regno, r, off, size, " read from", True)
     frame = _frame_of(st, r)
+    lo, hi = stack_bounds(env, regno, r, off, size, " read from", True, frame)
     _grow(env, st, frame, lo)
     if r.is_const:
+        if env.stack_lv is not None:
+            env.stack_lv.read(st, r.frameno, env.idx, 1 << ((-lo - 1) // SLOT))
         res, err = read_fixed(frame, lo, size, env.priv)
         if err:
             env.fail(err)
         env.scratched_slots.add((-lo - 1) // SLOT)
         return res
+    if env.stack_lv is not None:
+        env.stack_lv.read(st, r.frameno, env.idx, slot_mask(lo, hi))
     for a in range(lo, hi):
         slot = frame.peek((-a - 1) // SLOT)
         t = slot.types[(-a - 1) % SLOT] if slot else INVALID
@@ -256,7 +268,8 @@ def do_atomic(env: Env, st: State, idx: int, ins: Insn) -> None:
     load_reg = 0 if ins.imm == op.CMPXCHG else (ins.src if ins.imm & op.FETCH else None)
     old = check_mem_access(env, st, idx, ins.dst, ins.off, size, False, load_reg, atomic=True)
     if old is not None and old.is_pointer and not env.priv:
-        env.fail(f"R{ins.dst} leaks addr into mem")
+        # only a stack slot can hold a pointer: using it as a number would leak it
+        env.fail(f"leaking pointer from stack off {B.s64(dst.var[0]) + dst.off + ins.off}")
     check_mem_access(env, st, idx, ins.dst, ins.off, size, True, None, atomic=True)
     if load_reg is not None:
         env.check_write(load_reg)

@@ -39,7 +39,7 @@ class State:
 
 class Checkpoint:
     """A state stored at a prune point; ``branches`` counts paths below it still being explored."""
-    __slots__ = ("state", "parent", "branches", "insn", "hit", "miss", "hist")
+    __slots__ = ("state", "parent", "branches", "insn", "hit", "miss", "hist", "evicted")
 
     def __init__(self, state: State, parent, insn: int):
         self.state = state
@@ -49,6 +49,7 @@ class Checkpoint:
         self.hit = 0
         self.miss = 0
         self.hist = state.hist     # the instructions that led here from the previous checkpoint
+        self.evicted = False       # dropped from the list but still counted (Linux: free list)
 
 
 class IdMap:
