@@ -168,10 +168,7 @@ def test_subprograms_keep_their_facts():
         r0 = *(u64 *)(r10 - 8)
         exit
     """
-    try:
-        p = Program.load(text, "socket_filter")
-    except ProgLoadError as e:
-        pytest.skip(f"verifier does not take bpf-to-bpf calls yet: {e}")
+    p = Program.load(text, "socket_filter")
     with p:
         assert p.image.subprog_starts == [0, 2] and p.image.stack_depth[1] == 8
 

@@ -159,8 +159,7 @@ def test_load_elf_object(tmp_path):
     r = subprocess.run([CLANG, "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", c, "-o", obj], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     res = cli("prog", "load", obj, "/sys/fs/bpf/elf", ok=False)
-    if res.exit_code:
-        pytest.skip(f"verifier does not accept this program yet: {res.output.strip()}")
+    assert res.exit_code == 0, res.output
     e = json.loads(cli("prog", "show", "pinned", "/sys/fs/bpf/elf", "-j").output)
     assert e["type"] == "xdp" and e["name"] == "count" and len(e["map_ids"]) == 1
     maps = [h for h in kobj.live_objects() if h["kind"] == "map"]

@@ -141,11 +141,12 @@ _CALLBACK = ("callback/subprogram paths: Linux's backtracking and state printing
 _PRECISION = ("precision: pybpf marks precision by origin sets, not by Linux's backtracking; "
               "the walk printed here differs (a fallback, a stack spill through a non-fp pointer, "
               "a spill kept precise by Linux only)")
-_LOOP_TRUNC = "the kernel's log buffer fills up (ENOSPC) before the loop is rejected"
 _PRINT = "state printing after a branch pop or prune that pybpf does not reproduce yet"
 _SCC = ("Linux 6.18 prints its loop (SCC) bookkeeping: 'SCC enter/backedge/exit (N)' and the precision "
         "it propagates over loop back-edges; a helper call with a callback is such a loop")
 LOG2_DIFFERENCES: dict[str, str] = {
+    "loops:loop_unbounded_counter": _PRECISION + " (past ~10,000 iterations pybpf stops re-marking)",
+    "loops:loop_never_terminates_unknown": _PRECISION + " (past ~10,000 iterations pybpf stops re-marking)",
     "callbacks:for_each_hash_sum": _CALLBACK,
     "callbacks:loop_accumulate_on_stack": _CALLBACK,
     "callbacks:loop_callback_leaks_ringbuf": _CALLBACK,
@@ -160,12 +161,8 @@ LOG2_DIFFERENCES: dict[str, str] = {
     "liveness:lv_callee_passes_caller_key_to_helper": _PRECISION,
     "liveness:lv_loop_callback_writes_caller_slot": _CALLBACK,
     "liveness:lv_var_offset_read": _PRINT,
-    "loops:loop_const_bound_1000": _LOOP_TRUNC,
     "loops:loop_index_past_array": _PRECISION,
     "loops:loop_index_stack_array": _PRECISION,
-    "loops:loop_never_terminates_unknown": _LOOP_TRUNC,
-    "loops:loop_packet_unbounded_walk": _LOOP_TRUNC,
-    "loops:loop_unbounded_counter": _LOOP_TRUNC,
     "loops:loop_with_map_lookup": _PRECISION,
     "maps:array_const_key_spilled_reg": _PRECISION,
     "ringbuf:ringbuf_reserve_wrong_map": _PRECISION,
@@ -188,8 +185,15 @@ def test_same_level2_log_as_kernel(case):
         pytest.skip("not comparable with the kernel (see the corpus entry)")
     if case.id in LOG2_DIFFERENCES:
         pytest.skip(LOG2_DIFFERENCES[case.id])
-    _, _, klog = kernel_verdict(case, log_level=2)
-    assert _normalise(verify_case(case, 2).log) == _normalise(klog)
+    _, err, klog = kernel_verdict(case, log_level=2)
+    ours = _normalise(verify_case(case, 2).log)
+    if err == errno.ENOSPC:
+        # The kernel kept only the end of a log that outgrew its buffer (and says ENOSPC even
+        # where the verdict is a rejection): that end, its cut first line aside, is ours.
+        theirs = _normalise(klog)[1:]
+        assert len(theirs) > 1000 and ours[-len(theirs):] == theirs
+    else:
+        assert ours == _normalise(klog)
 
 
 _LIVE_STACK_LINE = re.compile(r"\([\d,]+\) (frame \d+ insn \d+ |live stack update done)")

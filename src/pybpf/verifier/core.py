@@ -86,13 +86,17 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
     calls_back = idx in env.cfg.callback_calls
     add = calls_back or (env.jmps - env.prev_jmps >= 2 and env.processed - env.prev_insns >= 8)
     masks = None
+    key = _bucket(env, st, idx)
+    seen = env.buckets.get(key, 0)
     if lst:
         masks = _live_masks(env, st, idx)
         smasks = _stack_masks(env, st, idx)
         keep = []
         hit = False
+        site = st.frames[-1].callsite
         for cp in lst:
-            if hit:
+            if hit or (cp.state.frames[-1].callsite != site and _bucket(env, cp.state, idx) != key):
+                # (Linux keeps the states of another call site in another bucket: unseen)
                 keep.append(cp)
                 continue
             if cp.branches > 0 and calls_back:
@@ -147,10 +151,9 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
         env.explored[idx] = keep
         if hit:
             return True
-    key = _bucket(env, st, idx)
     # Linux counts the states it looked at in idx's hash bucket (when none matched)
-    env.max_states_per_insn = max(env.max_states_per_insn, env.buckets.get(key, 0))
-    if add:
+    env.max_states_per_insn = max(env.max_states_per_insn, seen)
+    if add and (env.priv or seen <= 64):      # (unprivileged: at most 64 states a bucket)
         cp = Checkpoint(st.copy(), st.parent, idx)
         for live_r, stored_r in zip(st.all_regs(), cp.state.all_regs()):
             if live_r.type == SCALAR:

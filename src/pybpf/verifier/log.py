@@ -46,7 +46,6 @@ class Log:
         self.parts: list[str] = []
         self.size = 0
         self.insn_end = -1       # stream position right after the last instruction line
-        self.lazy = None         # the last state_after_insn: (label, text, inline, size, parts)
 
     def pos(self) -> int:
         return self.size
@@ -71,8 +70,7 @@ class Log:
 
     def state_after_insn(self, idx: int, state_text: str) -> None:
         """Append ``; R0=..`` on the instruction's own line, aligned like the kernel does it."""
-        inline = self.insn_end == self.size
-        if inline:
+        if self.insn_end == self.size:
             pos = self.insn_len
             width = -(-max(pos + 4, 40) // 8) * 8 - pos - 1
             last = self.parts[-1]
@@ -82,25 +80,6 @@ class Log:
         else:
             self.write(f"{idx}:{state_text}\n")
         self.insn_end = -1
-        self.lazy = (idx, state_text, inline, self.size, len(self.parts))
-
-    def before_state(self, idx: int, text: str) -> None:
-        """Write ``text`` while checking instruction ``idx``, before it runs.  Linux prints the
-        state left by the previous instruction only then, after such text; so if that state
-        is the last thing written and is labelled ``idx``, it moves to a line of its own after
-        ``text``."""
-        lz = self.lazy
-        if lz is None or lz[0] != idx or lz[3] != self.size or lz[4] != len(self.parts):
-            self.write(text)
-            return
-        _, state_text, inline, _, _ = lz
-        last = self.parts.pop()
-        self.size -= len(last)
-        if inline:
-            self.write("\n")
-        self.write(text)
-        self.write(f"{idx}:{state_text}\n")
-        self.lazy = (idx, state_text, False, self.size, len(self.parts))
 
     def text(self) -> str:
         return "".join(self.parts)

@@ -74,13 +74,13 @@ def maybe_enter(env, cp) -> None:
         return
     v.entry = cp
     if env.log.level & 2:
-        env.log.before_state(cp.insn, f"SCC enter {_fmt(chain)}\n")
+        env.log.write(f"SCC enter {_fmt(chain)}\n")
 
 
 def incomplete(env, cp) -> bool:
     """Are ``cp``'s precision marks still incomplete (its loop visit has pending back-edges)?"""
-    if not env.scc_visits:
-        return False
+    if not env.num_backedges:
+        return False        # (no visit has any)
     _, v = _visit(env, cp)
     return v is not None and bool(v.backedges)
 
