@@ -191,3 +191,15 @@ def test_script_bad_inputs_are_one_line_errors(bpffs, tmp_path):
     r = _script("sockex1", "--pcap", str(runt), env_fs=bpffs)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "frame 1 (8 bytes): test run failed" in r.stderr
+
+
+def test_readme_main_job_shows_struct_values_by_field(frames):
+    """`pybpf run` on the tc classifier: the struct class_stats values print by field name."""
+    from click.testing import CliRunner
+    from pybpf.cli.runtime import run_cmd
+    res = CliRunner().invoke(run_cmd, [str(EXAMPLES / "tc_classifier" / "prog.o"), "--pcap", str(SAMPLE)])
+    assert res.exit_code == 0, res.output
+    _, classes, drops = E.tc_classifier(frames)
+    for c, (packets, nbytes) in classes.items():
+        assert f"    {c}  {{packets: {packets}, bytes: {nbytes}}}" in res.output
+    assert f"    0  {drops}" in res.output

@@ -57,7 +57,8 @@ def load_target(path: Path, program: str | None, prog_type: str | None):
             raise RunCliError(f"{path}: several packet programs ({', '.join(progs)}): name one")
         else:
             prog = next(iter(progs.values()))
-        return prog, dict(obj.maps), obj.close
+        maps = dict(obj.maps)
+        return prog, maps, obj.close, _btf_types(obj, maps)
     if prog_type is None:
         raise RunCliError(f"{path}: not an ELF object: give the program type with --type "
                           f"({', '.join(NET_TYPES)})")
@@ -65,7 +66,28 @@ def load_target(path: Path, program: str | None, prog_type: str | None):
     from ..prog import Program
     insns, _mem = load_program(path)
     prog = Program.load(insns, NET_TYPES[prog_type])
-    return prog, {}, prog.close
+    return prog, {}, prog.close, {}
+
+
+def _btf_types(obj, maps) -> dict:
+    """{map name: (btf, key type id, value type id)} for the maps whose types the object's BTF
+    gives (its copy with section sizes filled in, so that globals show by name)."""
+    spec = obj.spec
+    if spec.btf is None:
+        return {}
+    btf = spec.btf
+    if spec.btf_for_kernel:
+        from ..loader.btf import Btf
+        try:
+            btf = Btf(spec.btf_for_kernel)
+        except Exception:        # the original BTF still names every map's types
+            btf = spec.btf
+    out = {}
+    for name in maps:
+        d = spec.maps.get(name)
+        if d is not None and (d.key_type_id or d.value_type_id):
+            out[name] = (btf, d.key_type_id, d.value_type_id)
+    return out
 
 
 # -- printing maps -----------------------------------------------------------------------
@@ -109,7 +131,9 @@ def _is_hist(name: str, m, forced: set[str]) -> bool:
             and s.value_size == 8 and s.map_type in (1, 2, 5, 6))
 
 
-def print_map(name: str, m, forced: set[str], echo=click.echo) -> None:
+def print_map(name: str, m, forced: set[str], echo=click.echo, types=None) -> None:
+    """A map's entries as a table; with ``types`` (btf, key type id, value type id) keys and
+    values are shown by their C types."""
     from ..syscall import constants as C
     s = m.spec
     header = f"map {name} ({m.type_name}, key {s.key_size}, value {s.value_size}, max {s.max_entries})"
@@ -138,10 +162,18 @@ def print_map(name: str, m, forced: set[str], echo=click.echo) -> None:
     echo(f"{header}: {len(items)} entr{'y' if len(items) == 1 else 'ies'}")
     if not items:
         return
+    fk = fv = _num
+    if types is not None:
+        from ..loader.btf_format import format_value
+        btf, ktid, vtid = types
+        if ktid:
+            fk = lambda raw: format_value(btf, ktid, raw)      # noqa: E731
+        if vtid:
+            fv = lambda raw: format_value(btf, vtid, raw)      # noqa: E731
     rows = []
     for k, v in items:
-        val = " ".join(_num(x) for x in v) if isinstance(v, list) else _num(v)
-        rows.append((_num(k), val))
+        val = " ".join(fv(x) for x in v) if isinstance(v, list) else fv(v)
+        rows.append((fk(k), val))
     kw = max(len("key"), *(len(r[0]) for r in rows))
     echo(f"  {'key':>{kw}}  value")
     for k, v in sorted(rows, key=lambda r: (len(r[0]), r[0])):
@@ -215,7 +247,7 @@ def run_cmd(obj, program, pcap, out, prog_type, ifindex, socket_kind, hists, tra
     """Replay a capture through a program: verdict counts and maps at the end."""
     from ..events.pcap import PcapWriter, read_packets
     from ..runtime import trace_listeners
-    prog, maps, close = load_target(obj, program, prog_type)
+    prog, maps, close, types = load_target(obj, program, prog_type)
     listener = None
     if trace:
         def listener(line):
@@ -253,7 +285,7 @@ def run_cmd(obj, program, pcap, out, prog_type, ifindex, socket_kind, hists, tra
             click.echo(f"{fates.get('pass', 0)} packets written to {out}")
         for name, m in maps.items():
             click.echo("")
-            print_map(name, m, set(hists))
+            print_map(name, m, set(hists), types=types.get(name))
         unknown = set(hists) - set(maps)
         if unknown:
             raise RunCliError(f"--hist: no map {', '.join(sorted(unknown))} (has: {', '.join(maps) or 'none'})")
