@@ -142,13 +142,9 @@ _PRECISION = ("precision: pybpf marks precision by origin sets, not by Linux's b
               "the walk printed here differs (a fallback, a stack spill through a non-fp pointer, "
               "a spill kept precise by Linux only)")
 _PRINT = "state printing after a branch pop or prune that pybpf does not reproduce yet"
-_SCC = ("Linux 6.18 prints its loop (SCC) bookkeeping: 'SCC enter/backedge/exit (N)' and the precision "
-        "it propagates over loop back-edges; a helper call with a callback is such a loop")
 LOG2_DIFFERENCES: dict[str, str] = {
     "loops:loop_unbounded_counter": _PRECISION + " (past ~10,000 iterations pybpf stops re-marking)",
     "loops:loop_never_terminates_unknown": _PRECISION + " (past ~10,000 iterations pybpf stops re-marking)",
-    "callbacks:for_each_hash_sum": _CALLBACK,
-    "callbacks:loop_accumulate_on_stack": _CALLBACK,
     "callbacks:loop_callback_leaks_ringbuf": _CALLBACK,
     "callbacks:loop_ctx_reads_caller_uninit_stack": _CALLBACK,
     "calls:ld_abs_in_subprog_with_btf": _CALLBACK,
@@ -159,7 +155,6 @@ LOG2_DIFFERENCES: dict[str, str] = {
     "helpers:helper_csum_diff": _PRECISION,
     "helpers:helper_perf_event_output_wrong_map": _PRECISION,
     "liveness:lv_callee_passes_caller_key_to_helper": _PRECISION,
-    "liveness:lv_loop_callback_writes_caller_slot": _CALLBACK,
     "liveness:lv_var_offset_read": _PRINT,
     "loops:loop_index_past_array": _PRECISION,
     "loops:loop_index_stack_array": _PRECISION,

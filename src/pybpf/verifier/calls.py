@@ -411,12 +411,17 @@ def _widen_imprecise(env: Env, st: State, callsite: int) -> None:
     """Back at a callback's call: every scalar no check has needed exactly and that differs
     from the previous visit of the call becomes unknown, so that a counter the callback
     bumps does not make each iteration a new state (Linux: widen_imprecise_scalars)."""
+    # the most recent state stored at the call that is still being explored (Linux: branches
+    # left), with the same call sites: the nearest such ancestor of this path
     prev = None
-    for cp in env.explored.get(callsite, ()):
+    cp = st.parent
+    while cp is not None:
         old = cp.state
-        if len(old.frames) == len(st.frames) and \
+        if cp.insn == callsite and len(old.frames) == len(st.frames) and \
                 all(a.callsite == b.callsite for a, b in zip(old.frames, st.frames)):
-            prev = old          # the most recent one, as Linux finds it
+            prev = old
+            break
+        cp = cp.parent
     if prev is None:
         return
     idmap = IdMap()
@@ -459,9 +464,10 @@ def do_exit(env: Env, st: State, idx: int) -> int:
         if env.log.on:
             env.log.write("returning from callee:\n" + env.reg_str(st, all_=True) + "\n")
         callee = st.frames.pop()
-        _widen_imprecise(env, st, callee.callsite)
         if env.log.on:
             env.log.write(f"to caller at {callee.callsite}:\n" + env.reg_str(st, all_=True) + "\n")
+        # (Linux shows the caller before it widens it)
+        _widen_imprecise(env, st, callee.callsite)
         return callee.callsite
     if len(st.frames) > 1:
         if r0.type == PTR_TO_STACK and r0.frameno == st.cur.frameno:

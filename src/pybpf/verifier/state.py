@@ -179,6 +179,8 @@ def states_equal(old: State, cur: State, live_masks: list[int], exact: bool, pri
     for k, (fo, fc, live) in enumerate(zip(old.frames, cur.frames, live_masks)):
         if fo.callsite != fc.callsite or fo.in_callback != fc.in_callback:
             return False
+        if fo.callback_depth > fc.callback_depth:
+            return False        # (an earlier callback iteration is not covered by a later one)
         ro, rc = fo.regs, fc.regs
         if exact:
             for i in range(11):
