@@ -150,14 +150,14 @@ def _pattern(key: int, gen: int) -> bytes:
     return struct.pack("<Q", (gen << 32) | (key & 0xFFFFFFFF)) * 8
 
 
-def _churn(hpath, apath, seed):
+def _churn(hpath, apath, seed, nkeys=300):
     h = StandaloneMap.open(hpath).impl
     a = StandaloneMap.open(apath).impl
     rng = random.Random(seed)
     gen = 0
     while True:
         gen += 1
-        k = rng.randrange(300)
+        k = rng.randrange(nkeys)
         c = rng.random()
         try:
             if c < 0.5:
@@ -173,13 +173,13 @@ def _churn(hpath, apath, seed):
                 raise
 
 
-def _sigkill_loop(tmp_path, rounds, map_type):
+def _sigkill_loop(tmp_path, rounds, map_type, nkeys=300):
     hpath, apath = str(tmp_path / "h"), str(tmp_path / "a")
     hm = StandaloneMap.create(MapSpec(map_type, 8, 64, 200), path=hpath)
     am = StandaloneMap.create(MapSpec(S.ARRAY, 4, 64, 16), path=apath)
     rng = random.Random(1)
     for r in range(rounds):
-        pid = _fork(_churn, hpath, apath, r)
+        pid = _fork(_churn, hpath, apath, r, nkeys)
         time.sleep(rng.uniform(0.002, 0.04))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
@@ -207,6 +207,13 @@ def test_sigkill_writer_leaves_map_consistent(tmp_path, map_type):
 @pytest.mark.parametrize("map_type", [S.HASH, S.LRU_HASH])
 def test_sigkill_writer_soak(tmp_path, map_type):
     _sigkill_loop(tmp_path, 300, map_type)
+
+
+@pytest.mark.slow
+def test_sigkill_lru_writer_evicting_soak(tmp_path):
+    """Keys far outnumber max_entries, so most updates evict: a kill often lands inside
+    an evicting update (the case test_maps_crash_points.py checks step by step)."""
+    _sigkill_loop(tmp_path, 300, S.LRU_HASH, nkeys=3000)
 
 
 def test_lock_taken_over_from_dead_holder(tmp_path):

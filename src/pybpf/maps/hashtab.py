@@ -230,12 +230,6 @@ class HashMap(MapImpl):
             raise err(errno.EEXIST, "key already exists (BPF_NOEXIST)")
         if not old and flags == S.EXIST:
             raise err(errno.ENOENT, "no such key (BPF_EXIST)")
-        count = self.field(_COUNT)
-        if not old and count >= self.max_entries:
-            if not self.lru:
-                raise err(errno.E2BIG, f"map is full ({self.max_entries} entries)")
-            self._evict()
-            count -= 1
         if old:
             # In place: readers retry on the sequence counter, and the journal restores
             # the old bytes if we die, so they never see a torn value.
@@ -244,10 +238,26 @@ class HashMap(MapImpl):
                 o += cpu * self.vsz8  # a program updates its own CPU's slot (as Linux)
             self.put(o, value)
             return
+        count = self.field(_COUNT)
+        full = count >= self.max_entries
+        if full and not self.lru:
+            raise err(errno.E2BIG, f"map is full ({self.max_entries} entries)")
+        # Take and fill the new element BEFORE an LRU eviction.  _write_elem writes hash,
+        # key and value unjournalled, which is only safe on an element that is unreachable
+        # in the state a rollback restores.  An element evicted in this same update is
+        # reachable in that state (the journal re-links it), so reusing it would leave a
+        # writer killed after _write_elem with the victim re-linked in its old bucket but
+        # holding the new key, hash and value: "wrong hash or bucket", the victim's key
+        # lost and the new key unfindable.  With max_entries + 1 elements there is always
+        # one spare while count <= max_entries, so the spare is taken first and the victim
+        # goes to the free list to become the next spare.
         new = self._alloc()
         if not new:
             raise RuntimeError("pybpf hash map: no free element (corrupt storage)")
         self._write_elem(new, key, h, value, cpu)
+        if full:
+            self._evict()  # new is not marked in use yet: the clock hand cannot pick it
+            count -= 1
         eo_new = self.e_base + new * self.esz
         self.put(self.used_off + new, b"\1")
         if self.lru:
