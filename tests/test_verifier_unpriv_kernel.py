@@ -14,11 +14,10 @@ import re
 
 import pytest
 
-from kernel_oracle import kernel_map_create
 from kernel_unpriv import run_unprivileged, unpriv_bpf, unpriv_prog_load  # noqa: F401 (fixture)
-from pybpf.isa import opcodes as op
-from pybpf.isa.insn import Insn, encode
+from pybpf.isa.insn import encode
 from verifier_cases.btfblob import kernel_btf_load, kernel_load
+from verifier_cases.kernel_maps import kernel_maps
 from test_verifier_kernel import _normalise
 from verifier_cases.corpus import assemble_case, case_btf, load_all, params, verify_case
 
@@ -35,25 +34,7 @@ UNPRIV_DIFFERENCES: dict[str, str] = {}
 def kernel_unpriv_verdict(case, log_level=1):
     """(loaded, errno, log) of the case loaded by an unprivileged process."""
     insns = assemble_case(case)
-    fds = {}
-    btf_fd = -1
-    try:
-        for fd, mi in case.maps.items():        # created here, as root; the child inherits them
-            inner_fd = 0
-            if mi.inner is not None:
-                i = mi.inner
-                inner_fd, err = kernel_map_create(i.map_type, i.key_size, i.value_size, i.max_entries, i.flags)
-                if inner_fd < 0:
-                    pytest.skip(f"kernel cannot create inner map {i}: errno {err}")
-                fds[-fd] = inner_fd
-            kfd, err = kernel_map_create(mi.map_type, mi.key_size, mi.value_size, mi.max_entries, mi.flags,
-                                         inner_fd)
-            if kfd < 0:
-                pytest.skip(f"kernel cannot create map {mi}: errno {err}")
-            fds[fd] = kfd
-        patched = [Insn(i.code, i.dst, i.src, i.off, fds[i.imm])
-                   if i.code == op.LD_IMM64 and i.src in (op.PSEUDO_MAP_FD, op.PSEUDO_MAP_VALUE)
-                   and i.imm in fds else i for i in insns]
+    with kernel_maps(case, insns) as patched:        # created here, as root; the child inherits them
         blob, recs = case_btf(case, insns)
         if blob is None:
             return unpriv_prog_load(encode(patched), case.prog_type, license=case.license,
@@ -61,13 +42,11 @@ def kernel_unpriv_verdict(case, log_level=1):
         btf_fd, err, blog = kernel_btf_load(blob)   # BTF_LOAD needs CAP_BPF: done as root
         if btf_fd < 0:
             pytest.skip(f"kernel refused the test BTF (errno {err}): {blog}")
-        return run_unprivileged(lambda: kernel_load(encode(patched), case.prog_type, blob, recs,
-                                                    license=case.license, log_level=log_level,
-                                                    btf_fd=btf_fd))
-    finally:
-        for kfd in fds.values():
-            os.close(kfd)
-        if btf_fd >= 0:
+        try:
+            return run_unprivileged(lambda: kernel_load(encode(patched), case.prog_type, blob, recs,
+                                                        license=case.license, log_level=log_level,
+                                                        btf_fd=btf_fd))
+        finally:
             os.close(btf_fd)
 
 
@@ -110,12 +89,10 @@ def test_priv_case_as_unpriv_same_as_kernel(case, unpriv_bpf):
 def _normalise_unpriv(log: str) -> list[str]:
     """Level-1 log lines, with what pybpf deliberately prints differently made equal:
     - Linux hides map addresses from unprivileged loaders (``(18) r1 = 0x0``); pybpf prints
-      the fd;
-    - Linux marks every unknown scalar precise for a loader without CAP_BPF (``R2=P5``); pybpf
-      keeps precision as for privileged loaders, which does not change any verdict here.
+      the fd.
     """
     log = re.sub(r"\(18\) (r\d+) = 0x0( +;)", r"(18) \1 = map[fd:0]\2", log)
-    return [line.replace("=P", "=") for line in _normalise(log)]
+    return _normalise(log)
 
 
 @pytest.mark.parametrize("case", params(UNPRIV))
