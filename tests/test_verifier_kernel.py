@@ -12,10 +12,10 @@ import re
 
 import pytest
 
-from kernel_oracle import kernel_map_create, kernel_prog_load, require_kernel
-from pybpf.isa import opcodes as op
-from pybpf.isa.insn import Insn, encode
+from kernel_oracle import kernel_prog_load, require_kernel
+from pybpf.isa.insn import encode
 from verifier_cases.btfblob import kernel_load
+from verifier_cases.kernel_maps import kernel_maps
 from verifier_cases.corpus import assemble_case, case_btf, load_all, params, verify_case
 
 CASES = load_all()
@@ -23,26 +23,7 @@ CASES = load_all()
 
 def kernel_verdict(case, log_level=1):
     insns = assemble_case(case)
-    fds = {}
-    try:
-        for fd, mi in case.maps.items():
-            inner_fd = 0
-            if mi.inner is not None:
-                i = mi.inner
-                inner_fd, err = kernel_map_create(i.map_type, i.key_size, i.value_size, i.max_entries, i.flags)
-                if inner_fd < 0:
-                    pytest.skip(f"kernel cannot create inner map {i}: errno {err}")
-                fds[-fd] = inner_fd     # closed with the others; only the outer map is referenced
-            kfd, err = kernel_map_create(mi.map_type, mi.key_size, mi.value_size, mi.max_entries, mi.flags,
-                                         inner_fd)
-            if kfd < 0:
-                pytest.skip(f"kernel cannot create map {mi}: errno {err}")
-            fds[fd] = kfd
-        patched = []
-        for ins in insns:
-            if ins.code == op.LD_IMM64 and ins.src in (op.PSEUDO_MAP_FD, op.PSEUDO_MAP_VALUE) and ins.imm in fds:
-                ins = Insn(ins.code, ins.dst, ins.src, ins.off, fds[ins.imm])
-            patched.append(ins)
+    with kernel_maps(case, insns) as patched:
         blob, recs = case_btf(case, insns)
         if blob is not None:
             pfd, err, log = kernel_load(encode(patched), case.prog_type, blob, recs,
@@ -53,9 +34,6 @@ def kernel_verdict(case, log_level=1):
         if pfd >= 0:
             os.close(pfd)
         return pfd >= 0, err, log
-    finally:
-        for kfd in fds.values():
-            os.close(kfd)
 
 
 @pytest.mark.parametrize("case", params(CASES))
@@ -136,38 +114,12 @@ def test_same_level1_log_as_kernel(case):
 
 
 # Level-2 logs that differ from Linux 6.18's, by category (the reason is the skip message).
-_CALLBACK = ("callback/subprogram paths: Linux's backtracking and state printing across callback "
-             "frames and tail calls in subprograms (which Linux also explores as a return) differ")
 _PRECISION = ("precision: pybpf marks precision by origin sets, not by Linux's backtracking; "
               "the walk printed here differs (a fallback, a stack spill through a non-fp pointer, "
               "a spill kept precise by Linux only)")
-_PRINT = "state printing after a branch pop or prune that pybpf does not reproduce yet"
 LOG2_DIFFERENCES: dict[str, str] = {
     "loops:loop_unbounded_counter": _PRECISION + " (past ~10,000 iterations pybpf stops re-marking)",
     "loops:loop_never_terminates_unknown": _PRECISION + " (past ~10,000 iterations pybpf stops re-marking)",
-    "callbacks:loop_callback_leaks_ringbuf": _CALLBACK,
-    "callbacks:loop_ctx_reads_caller_uninit_stack": _CALLBACK,
-    "calls:ld_abs_in_subprog_with_btf": _CALLBACK,
-    "calls:tailcall_in_subprog_caller_stack_240": _CALLBACK,
-    "calls:tailcall_in_subprog_caller_stack_256": _CALLBACK,
-    "calls:tailcall_in_subprog_own_stack_large": _CALLBACK,
-    "calls:tailcall_nested_callers_stack": _CALLBACK,
-    "helpers:helper_csum_diff": _PRECISION,
-    "helpers:helper_perf_event_output_wrong_map": _PRECISION,
-    "liveness:lv_callee_passes_caller_key_to_helper": _PRECISION,
-    "liveness:lv_var_offset_read": _PRINT,
-    "loops:loop_index_past_array": _PRECISION,
-    "loops:loop_index_stack_array": _PRECISION,
-    "loops:loop_with_map_lookup": _PRECISION,
-    "maps:array_const_key_spilled_reg": _PRECISION,
-    "ringbuf:ringbuf_reserve_wrong_map": _PRECISION,
-    "stack:stack_64bit_read_of_two_u32": _PRECISION,
-    "stack:stack_atomic_cmpxchg_ok": _PRINT,
-    "stack:stack_atomic_fetch_ok": _PRINT,
-    "stack:stack_atomic_xchg_w_ok": _PRINT,
-    "stack:stack_partial_write_keeps_slot_live": _PRECISION,
-    "stack:stack_u8_any_offset_ok": _PRECISION,
-    "stack:stack_zero_read_is_const": _PRECISION,
 
 }
 

@@ -371,8 +371,8 @@ def load(req: LoadRequest, *, want_index: bool = False) -> Loaded:
         raise _fail(errno.EINVAL, bad)
     level = req.log_level
 
-    def finish_error(code: int, msg: str, text: str, index=None) -> ProgLoadError:
-        data, true_size, over = logbuf.finalize(text, level, req.log_size)
+    def finish_error(code: int, msg: str, text: str, index=None, dropped: int = 0) -> ProgLoadError:
+        data, true_size, over = logbuf.finalize(text, level, req.log_size, dropped)
         if over:
             code, msg = over, f"log buffer of {req.log_size} bytes too small, {true_size} needed; {msg}"
         return ProgLoadError(code, msg, text, index, true_size, data, logged=True)
@@ -412,9 +412,9 @@ def load(req: LoadRequest, *, want_index: bool = False) -> Loaded:
         index = error_index(text)
         if index is None and want_index and not (level & 3) and r.processed <= RERUN_FOR_INDEX_MAX:
             index = error_index(_verify(req, res, 1, btf).log)
-        raise finish_error(code, msg or os.strerror(code), text, index)
+        raise finish_error(code, msg or os.strerror(code), text, index, r.log_dropped)
 
-    data, true_size, over = logbuf.finalize(r.log, level, req.log_size)
+    data, true_size, over = logbuf.finalize(r.log, level, req.log_size, r.log_dropped)
     if over:
         raise ProgLoadError(over, f"log buffer of {req.log_size} bytes too small, {true_size} needed",
                             r.log, None, true_size, data, logged=True)

@@ -34,12 +34,13 @@ def check_attrs(level: int, size: int, has_buf: bool) -> str | None:
     return None
 
 
-def finalize(text: str, level: int, size: int) -> tuple[bytes, int, int]:
-    """(bytes to write to the user's buffer, log_true_size, 0 or ENOSPC)."""
+def finalize(text: str, level: int, size: int, dropped: int = 0) -> tuple[bytes, int, int]:
+    """(bytes to write to the user's buffer, log_true_size, 0 or ENOSPC); ``dropped`` characters
+    of the log went before ``text`` (a rotating log keeps its end only)."""
     if not level:
         return b"", 0, 0
     data = text.encode("utf-8", "replace")
-    true_size = len(data) + 1
+    true_size = len(data) + dropped + 1
     if not size:
         return b"", true_size, 0
     if true_size <= size:

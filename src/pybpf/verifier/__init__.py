@@ -84,6 +84,9 @@ class VerifyResult:
     maps_used: frozenset = frozenset()
     ctx_accesses: dict = field(default_factory=dict)
     error: str = ""
+    # characters of a level-2 log dropped from its start (``log`` is its end, as Linux's
+    # rotating log buffer keeps it)
+    log_dropped: int = 0
 
     def __bool__(self) -> bool:
         return self.ok
@@ -246,7 +249,7 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
     _stats(env, processed, log, elapsed, depths)
     ok = errno_ == 0
     return VerifyResult(
-        ok=ok, errno=errno_, log=log.text(), processed=processed,
+        ok=ok, errno=errno_, log=log.text(), log_dropped=log.dropped, processed=processed,
         insns_rewritten=_rewrite(insns, env.ctx_rewrites) if ok else [],
         subprog_starts=list(env.cfg.subprog_starts) if env else [0],
         stack_depth=list(depths),

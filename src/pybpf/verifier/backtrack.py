@@ -38,31 +38,37 @@ class _Bt:
 
 
 def _reg_mask(regs: set) -> str:
+    if len(regs) < 2:
+        return f"r{next(iter(regs))}" if regs else ""
     return ",".join(f"r{i}" for i in sorted(regs))
 
 
 def _stack_mask(slots: set) -> str:
+    if not slots:
+        return ""
     return ",".join(f"{-(spi + 1) * SLOT}" for spi in sorted(slots))
 
 
-def _frame_text(f, marked: dict) -> str:
+def _frame_text(f, marked: dict, refs=()) -> str:
     shown = [r for r in list(f.regs) + [sl.spilled for sl in f.stack if sl.spilled is not None]
              if r is not None and not r.precise and id(r) in marked]
     for r in shown:
         r.precise = True
     try:
-        return _frame_text_now(f)
+        return _frame_text_now(f, refs)
     finally:
         for r in shown:
             r.precise = False
 
 
-def _frame_text_now(f) -> str:
+def _frame_text_now(f, refs=()) -> str:
     parts = [f" frame{f.frameno}:"] if f.frameno else []
     for i, r in enumerate(f.regs):
         if r.type != "?":
             parts.append(f" R{i}={fmt_reg(r, f.frameno)}")
     parts.extend(" " + s for s in fmt_slots(f, None, lambda r: fmt_reg(r, f.frameno)))
+    if refs:        # the state's references, shown with each frame
+        parts.append(" refs=" + ",".join(str(rid) for rid, _ in refs))
     if f.in_callback:
         parts.append(" cb")
     return "".join(parts)
@@ -132,8 +138,12 @@ def _backtrack_insn(env, idx: int, subseq: int, ent, bt: _Bt) -> None:
     ins = env.insns[idx]
     if ins.code == 0:
         return
+    texts = env.insn_texts
+    text = texts.get(idx)
+    if text is None:
+        text = texts[idx] = f" before {idx}: {format_insn(env.insns, idx)}\n"
     env.log.write(f"mark_precise: frame{bt.frame}: regs={_reg_mask(bt.regs[bt.frame])} "
-                  f"stack={_stack_mask(bt.stack[bt.frame])} before {idx}: {format_insn(env.insns, idx)}\n")
+                  f"stack={_stack_mask(bt.stack[bt.frame])}{text}")
     flags, linked = ent[1], ent[2]
     _sync_linked(bt, linked)
     regs = bt.regs[bt.frame]
@@ -192,6 +202,8 @@ def _backtrack_insn(env, idx: int, subseq: int, ent, bt: _Bt) -> None:
             if s == op.PSEUDO_KFUNC_CALL and ins.imm == 0:
                 raise Unsupported
             regs.discard(0)
+            if s == op.CALL_HELPER and ins.imm == 12 and subseq != idx + 1:
+                bt.frame += 1       # a tail call that left its subprogram: back into the callee
             return
         if ins.code == op.OP_EXIT:
             # (Linux 6.18 clears r1-r5 here when returning to a callback-calling helper,
@@ -264,7 +276,7 @@ def _walk(env, st, bt: _Bt) -> None:
                     else:
                         marked[id(sl.spilled)] = sl.spilled
                 log.write(f"mark_precise: frame{fr}: parent state regs={_reg_mask(bt.regs[fr])} "
-                          f"stack={_stack_mask(bt.stack[fr])}: {_frame_text(f, marked)}\n")
+                          f"stack={_stack_mask(bt.stack[fr])}: {_frame_text(f, marked, cp.state.refs)}\n")
             if bt.empty():
                 return
             cur_hist = cp.hist or []
@@ -278,24 +290,22 @@ def _walk(env, st, bt: _Bt) -> None:
         log.write(f"mark_precise: frame{len(st.frames) - 1}: falling back to forcing all scalars precise\n")
 
 
-# A loop that never settles makes the trace grow quadratically (Linux's too, which its log
-# buffer truncates); past this size the trace stops so that a level-2 load stays fast.
-TRACE_LIMIT = 16 << 20
-
-
 def log_precision(env, st, regno: int) -> None:
     """Log Linux's backtracking for ``regno`` of the current frame needing an exact value."""
-    if env.log.size > TRACE_LIMIT:
-        return
     bt = _Bt(len(st.frames) - 1)
     bt.regs[bt.frame].add(regno)
     _walk(env, st, bt)
 
 
+def log_precision_slot(env, st, frameno: int, spi: int) -> None:
+    """Log Linux's backtracking for stack slot ``spi`` of frame ``frameno`` needing an exact value."""
+    bt = _Bt(len(st.frames) - 1)
+    bt.stack[frameno].add(spi)
+    _walk(env, st, bt)
+
+
 def log_propagation(env, old, st) -> None:
     """Log the precision a pruned path inherits from the stored state ``old`` that covered it."""
-    if env.log.size > TRACE_LIMIT:
-        return
     bt = _Bt(len(st.frames) - 1)
     log = env.log
     for fr in range(len(old.frames) - 1, -1, -1):

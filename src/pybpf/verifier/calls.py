@@ -100,7 +100,19 @@ def _constant_key(st: State, r: Reg, key_size: int) -> int | None:
     return None
 
 
-def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
+def _mark_key_precise(env: Env, st: State, r: Reg) -> None:
+    """An array lookup relies on the constant key spilled where ``r`` points (not on zeroed
+    bytes, which need no mark): Linux marks that stack slot precise."""
+    off = r.off + B.s64(r.var[0])
+    slot = _frame_of(st, r).peek((-off - 1) // SLOT)
+    if slot is None or slot.types[SLOT - 1] != SPILL or slot.spilled is None:
+        return
+    if env.bt_log:
+        backtrack.log_precision_slot(env, st, r.frameno, (-off - 1) // SLOT)
+    mark_precise(slot.spilled)
+
+
+def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> int | None:
     fid = ins.imm
     if fid < 0 or fid >= H.MAX_HELPER_ID:
         env.fail(f"invalid func {H.helper_name(fid)}#{fid}", E.EINVAL)
@@ -119,6 +131,7 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
     alloc_size = 0
     release_ref = 0
     cb_sub = None
+    bad_map = False
     for i, kind in enumerate(proto.args):
         regno = i + 1
         r = env.read_reg(st, regno)
@@ -131,13 +144,9 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
             if r.type != CONST_PTR_TO_MAP:
                 env.fail(f"R{regno} type={r.type} expected=map_ptr")
             meta_map = r.map
-            # for_each_map_elem's map is checked when its callback is set up (below)
-            if fid != H.FOR_EACH_MAP_ELEM and not H.map_compatible(proto, meta_map.map_type):
-                if fid == 12:
-                    # Linux prints this one without a newline: the stats line follows on the same line.
-                    env.log.write("expected prog array map for tail call")
-                    raise VerifyError("expected prog array map for tail call", E.EINVAL, logged=True)
-                env.fail(f"cannot pass map_type {meta_map.map_type} into func {proto.name}#{fid}", E.EINVAL)
+            # for_each_map_elem's map is checked when its callback is set up (below); the
+            # others once every argument is checked (and its precision marked), as Linux does
+            bad_map = fid != H.FOR_EACH_MAP_ELEM and not H.map_compatible(proto, meta_map.map_type)
         elif kind in (H.MAP_KEY, H.MAP_VALUE, H.MAP_VALUE_UNINIT):
             if meta_map is None:
                 env.fail(f"invalid map_ptr to access map->{'key' if kind == H.MAP_KEY else 'value'}")
@@ -149,12 +158,19 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
             if kind == H.MAP_KEY and fid == 1 and meta_map.map_type in (H.MAP_ARRAY, H.MAP_PERCPU_ARRAY) \
                     and env.priv:       # Linux elides the NULL only for CAP_BPF loaders
                 key_const = _constant_key(st, r, meta_map.key_size)
+                if key_const is not None:
+                    _mark_key_precise(env, st, r)
         elif kind in (H.MEM, H.MEM_OR_NULL, H.UNINIT_MEM, H.UNINIT_MEM_OR_NULL):
             null_ok = kind in (H.MEM_OR_NULL, H.UNINIT_MEM_OR_NULL)
             if not (null_ok and r.type == SCALAR and r.is_const and r.value == 0):
                 if r.type not in (PTR_TO_STACK, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_MAP_VALUE,
                                   PTR_TO_MEM, PTR_TO_ARG_MEM, PTR_TO_MAP_KEY):
                     env.fail(f"R{regno} type={r.type} expected={_MEM_TYPES_MSG}")
+            else:
+                # a NULL where the helper allows one: Linux needs that zero exactly
+                if env.bt_log:
+                    backtrack.log_precision(env, st, regno)
+                mark_precise(r)
             mem_regno = regno
             mem_write = kind in (H.UNINIT_MEM, H.UNINIT_MEM_OR_NULL)
             mem_null = null_ok
@@ -209,6 +225,12 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
         elif kind == H.CONST_STR:
             if r.type != PTR_TO_MAP_VALUE or not (r.map.flags & 0x80):
                 env.fail(f"R{regno} does not point to a readonly map'")
+    if bad_map:
+        if fid == 12:
+            # Linux prints this one without a newline: the stats line follows on the same line.
+            env.log.write("expected prog array map for tail call")
+            raise VerifyError("expected prog array map for tail call", E.EINVAL, logged=True)
+        env.fail(f"cannot pass map_type {meta_map.map_type} into func {proto.name}#{fid}", E.EINVAL)
     if release_ref:
         if not any(x[0] == release_ref for x in st.refs):
             env.fail(f"release reference to an unacquired id {release_ref}", E.EINVAL)
@@ -226,6 +248,12 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
                 and r3.value < meta_map.max_entries:
             # a constant index lets Linux call the program directly: it needs it exactly
             backtrack.log_precision(env, st, 3)
+        if st.refs and len(st.frames) == 1:
+            # the called program never returns here to release them (Linux checks the main
+            # program's frame only)
+            for rid, at in st.refs:
+                env.log.write(f"Unreleased reference id={rid} alloc_insn={at}\n")
+            env.fail("tail_call would lead to reference leak", E.EINVAL)
     if cb_sub is not None:
         _push_callback(env, st, idx, fid, cb_sub, meta_map)
     for i in range(1, 6):
@@ -262,6 +290,33 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> None:
                     r.make_unknown()
                 else:
                     r.make_not_init()
+    if fid == 12 and len(st.frames) > 1:
+        # A tail call that succeeds leaves the subprogram as its return would (the called
+        # program's result in R0); one that fails goes on after the call (Linux 6.18.y).
+        return leave_subprog(env, st, idx, zero=False)
+    return None
+
+
+def leave_subprog(env: Env, st: State, idx: int, zero: bool, pkt_kept: bool = False) -> int:
+    """Explore a way out of the current subprogram at ``idx`` (a tail call, or an LD_ABS/IND
+    whose packet read fails) as a return to its caller: the path going on at ``idx + 1`` is
+    pushed, and this one returns with any value (a failed LD_ABS: 0) in R0; after a tail call
+    the packet pointers of every frame are invalid (the called program may have changed the
+    packet), after LD_ABS Linux keeps them.
+    Returns the instruction the caller resumes at."""
+    env.scratched.add(0)
+    push_branch(env, st.copy(), idx + 1, idx)
+    for r in () if pkt_kept else st.all_regs():
+        if r.type in PKT_TYPES or r.type == PTR_TO_PACKET_END:
+            if env.priv:
+                r.make_unknown()
+            else:
+                r.make_not_init()
+    if zero:
+        st.cur.regs[0].make_known(0)
+    else:
+        st.cur.regs[0].make_unknown()
+    return do_exit(env, st, idx)
 
 
 def _push_callback(env: Env, st: State, idx: int, fid: int, sub: int, m) -> None:

@@ -94,7 +94,9 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
         keep = []
         hit = False
         site = st.frames[-1].callsite
-        for cp in lst:
+        # Linux puts a new state at the head of its list: the newest is compared first, and a
+        # hit ends the walk before older states count a miss
+        for cp in reversed(lst):
             if hit or (cp.state.frames[-1].callsite != site and _bucket(env, cp.state, idx) != key):
                 # (Linux keeps the states of another call site in another bucket: unseen)
                 keep.append(cp)
@@ -148,6 +150,7 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                 env.buckets[_bucket(env, cp.state, idx)] -= 1
                 continue
             keep.append(cp)
+        keep.reverse()
         env.explored[idx] = keep
         if hit:
             return True
@@ -232,8 +235,8 @@ def _h_pseudo_call(env, st, idx, ins):
 
 def _h_helper(env, st, idx, ins):
     env.jmps += 1
-    do_helper_call(env, st, idx, ins)
-    return idx + 1
+    nxt = do_helper_call(env, st, idx, ins)
+    return idx + 1 if nxt is None else nxt
 
 
 def _h_callx(env, st, idx, ins):

@@ -92,6 +92,7 @@ class Env:
         # Linux prints its precision backtracking at level 2, for privileged loads only
         self.bt_log = bool(log.level & 2) and privileged
         self.bt_marked: dict[int, Reg] = {}     # stored registers the logged walks marked precise
+        self.insn_texts: dict[int, str] = {}    # ' before N: (07) r0 += 1' of the logged walks
         # unprivileged: per instruction, the Spectre mask its ADD/SUB needs (sanitize.py)
         self.alu_aux: dict[int, tuple] = {}
         # Linux 6.18's call-chain stack liveness: only its level-2 log needs it
@@ -146,13 +147,14 @@ class Env:
         parts = []
         if f.frameno:
             parts.append(f" frame{f.frameno}:")
+        unpriv = not self.priv
         for i, r in enumerate(f.regs):
             if r.type == NOT_INIT:
                 continue
             if all_ or i in self.scratched:
-                parts.append(f" R{i}={fmt_reg(r, f.frameno)}")
+                parts.append(f" R{i}={fmt_reg(r, f.frameno, unpriv)}")
         only = None if all_ else self.scratched_slots
-        parts.extend(" " + s for s in fmt_slots(f, only, lambda r: fmt_reg(r, f.frameno)))
+        parts.extend(" " + s for s in fmt_slots(f, only, lambda r: fmt_reg(r, f.frameno, unpriv)))
         if st.refs:
             parts.append(" refs=" + ",".join(str(rid) for rid, _ in st.refs))
         if f.in_callback:

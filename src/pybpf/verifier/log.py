@@ -31,6 +31,10 @@ def format_insn(insns: list[Insn], i: int) -> str:
     return asm_format_insn(insns, i, style="kernel")
 
 
+# the characters a rotating (level-2) log keeps at least: more than any log buffer in use
+LOG_KEEP = 1 << 26
+
+
 class Log:
     """The log as a character stream, rolled back exactly as Linux rolls its log back.
 
@@ -38,14 +42,21 @@ class Log:
     saved when its branch was pushed; like Linux, that position may fall inside a
     line that was later extended with register state, and the cut keeps what
     precedes it.
+
+    A level-2 log (which is never cut) is kept as Linux's rotating log buffer keeps it: only
+    its last ``keep`` characters or more; ``dropped`` counts the characters gone from its start
+    and ``size`` stays the whole log's.  (With BPF_LOG_FIXED the whole log is kept.)
     """
 
-    def __init__(self, level: int):
+    def __init__(self, level: int, keep: int = LOG_KEEP):
         self.level = level
         self.on = bool(level & 3)
         self.parts: list[str] = []
         self.size = 0
         self.insn_end = -1       # stream position right after the last instruction line
+        self.dropped = 0
+        self._limit = 2 * keep if level & 2 and not level & 8 else -1
+        self._keep = keep
 
     def pos(self) -> int:
         return self.size
@@ -53,15 +64,27 @@ class Log:
     def reset(self, pos: int) -> None:
         if pos >= self.size:
             return
-        text = "".join(self.parts)[:pos]
+        text = "".join(self.parts)[:max(pos - self.dropped, 0)]
         self.parts = [text]
-        self.size = pos
+        self.size = max(pos, self.dropped)
         if self.insn_end > pos:
             self.insn_end = -1
 
     def write(self, text: str) -> None:
         self.parts.append(text)
         self.size += len(text)
+        if self.size - self.dropped > self._limit > 0:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """Drop the log's start, keeping its last ``keep`` characters (and the last part whole:
+        an instruction line may still be extended)."""
+        last = self.parts.pop()
+        text = "".join(self.parts)
+        cut = max(len(text) + len(last) - self._keep, 0)
+        cut = min(cut, len(text))
+        self.parts = [text[cut:], last]
+        self.dropped += cut
 
     def insn(self, idx: int, text: str) -> None:
         self.write(f"{idx}: {text}\n")

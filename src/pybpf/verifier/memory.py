@@ -8,11 +8,11 @@ from ..isa import opcodes as op
 from ..isa.insn import Insn, imm64
 from . import bounds as B
 from . import context as ctxdesc
-from . import tnum
+from . import backtrack, tnum
 from .progtypes import SCHED_ACT, SCHED_CLS, SOCKET_FILTER, XDP
 from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_MEM,
-    PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg)
-from .stack import INVALID, MISC, SLOT, SPILL, Frame, read_fixed, write_fixed
+    PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
+from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame, read_fixed, write_fixed
 from .stack_liveness import slot_mask
 from .state import State
 
@@ -103,6 +103,14 @@ def stack_write(env: Env, st: State, regno: int, r: Reg, off: int, size: int,
         err = write_fixed(frame, lo, size, val, imm, env.priv, own_frame=frame is st.cur)
         if err:
             env.fail(err, E.EINVAL if err.startswith("cannot spill") else E.EACCES)
+        if val is not None and env.priv and lo % SLOT and val.type == SCALAR and val.is_const \
+                and val.value == 0:
+            # a zero stored off a slot boundary is no spill: the slot's bytes say zero, and
+            # Linux needs the register to have been exactly zero for that
+            if env.bt_log:
+                regno = next(i for i, x in enumerate(st.cur.regs) if x is val)
+                backtrack.log_precision(env, st, regno)
+            mark_precise(val)
         env.scratched_slots.add((-lo - 1) // SLOT)
         if env.stack_lv is not None and lo % SLOT == 0 and size == SLOT:
             env.stack_lv.write(r.frameno, 1 << ((-lo - 1) // SLOT))   # only a whole slot counts
@@ -151,7 +159,15 @@ def stack_read(env: Env, st: State, regno: int, r: Reg, off: int, size: int) -> 
                      f"off={off} size={size}")
         if t == SPILL and slot.spilled.type != SCALAR and not env.priv:
             env.fail(f"leaking pointer from stack off {a}")
-    return Reg.scalar()
+    # Linux looks at the bytes from the lowest one up (showing their slots) while they are
+    # zeroes: all of them zero make the loaded value 0
+    for a in range(lo, hi):
+        spi = (-a - 1) // SLOT
+        env.scratched_slots.add(spi)
+        slot = frame.peek(spi)
+        if slot is None or slot.types[(-a - 1) % SLOT] != ZERO:
+            return Reg.scalar()
+    return Reg.scalar(0)
 
 
 def check_mem_access(env: Env, st: State, idx: int, regno: int, off: int, size: int,
@@ -273,9 +289,12 @@ def do_atomic(env: Env, st: State, idx: int, ins: Insn) -> None:
     check_mem_access(env, st, idx, ins.dst, ins.off, size, True, None, atomic=True)
     if load_reg is not None:
         env.check_write(load_reg)
-        r = Reg.scalar()
-        if size < 8:
-            B.truncate(r, size)
+        if old is not None:
+            r = old         # what the slot held, as a load would fill it (a spill, zeroes)
+        else:
+            r = Reg.scalar()
+            if size < 8:
+                B.truncate(r, size)
         st.cur.regs[load_reg].assign(r)
 
 
@@ -326,6 +345,11 @@ def do_ld(env: Env, st: State, idx: int, ins: Insn) -> int:
         env.scratched.add(i)
     regs[0].make_unknown()
     env.scratched.add(0)
+    if len(st.frames) > 1:
+        # a packet read that fails ends the program with 0: in a subprogram, Linux explores
+        # that as a return from it (Linux 6.18.y)
+        from .calls import leave_subprog
+        return leave_subprog(env, st, idx, zero=True, pkt_kept=True) - idx
     return 1
 
 

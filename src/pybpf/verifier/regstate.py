@@ -203,11 +203,12 @@ def _ranges(r: Reg, parts: list[str]) -> None:
         parts.append(text + "=" + num)
 
 
-def fmt_reg(r: Reg, frameno: int = 0) -> str:
-    """The register as the log prints it; ``frameno`` is the frame being printed."""
+def fmt_reg(r: Reg, frameno: int = 0, unpriv: bool = False) -> str:
+    """The register as the log prints it; ``frameno`` is the frame being printed.  For a loader
+    without CAP_BPF (``unpriv``) Linux makes every scalar precise, and prints it so."""
     t = r.type
     if t == SCALAR:
-        mark = "P" if r.precise else ""      # the value was needed exactly (precision)
+        mark = "P" if r.precise or unpriv else ""      # the value was needed exactly (precision)
         if r.var[1] == 0:
             return mark + _snum(B.s64(r.var[0]))
         parts = []
