@@ -220,3 +220,25 @@ def test_tracepoint_ctx_is_not_rewritten():
     r = verify(assemble("r0 = *(u32 *)(r1 + 12)\nexit"), prog_type=progtypes.TRACEPOINT)
     assert r.ok
     assert r.insns_rewritten[0] == assemble("r0 = *(u32 *)(r1 + 12)\nexit")[0]
+
+
+def test_level2_log_keeps_its_end_as_linux_rotating_buffer():
+    """A level-2 log keeps only its end past its bound (Linux's rotating log buffer); the size
+    of the whole log still gives log_true_size."""
+    from pybpf.prog import logbuf
+    from pybpf.verifier.log import Log
+    lines = [f"{i}: (07) r0 += 1\n" for i in range(5000)]
+    full = "".join(lines)
+    log = Log(2, keep=1000)
+    for line in lines:
+        log.write(line)
+    text = log.text()
+    assert log.size == len(full) and 1000 <= len(text) < len(full)
+    assert full.endswith(text) and log.dropped == len(full) - len(text)
+    data, true_size, over = logbuf.finalize(text, 2, 500, log.dropped)
+    assert true_size == len(full) + 1 and data == full[-499:].encode() + b"\0" and over
+    for level in (1, 2 | 8):        # level 1 is rolled back, BPF_LOG_FIXED keeps the start
+        log = Log(level, keep=1000)
+        for line in lines:
+            log.write(line)
+        assert log.text() == full and not log.dropped

@@ -114,13 +114,7 @@ def test_same_level1_log_as_kernel(case):
 
 
 # Level-2 logs that differ from Linux 6.18's, by category (the reason is the skip message).
-_PRECISION = ("precision: pybpf marks precision by origin sets, not by Linux's backtracking; "
-              "the walk printed here differs (a fallback, a stack spill through a non-fp pointer, "
-              "a spill kept precise by Linux only)")
 LOG2_DIFFERENCES: dict[str, str] = {
-    "loops:loop_unbounded_counter": _PRECISION + " (past ~10,000 iterations pybpf stops re-marking)",
-    "loops:loop_never_terminates_unknown": _PRECISION + " (past ~10,000 iterations pybpf stops re-marking)",
-
 }
 
 

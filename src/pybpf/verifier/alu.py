@@ -21,7 +21,9 @@ _CONST_OPS = {op.ADD: lambda a, b: a + b, op.SUB: lambda a, b: a - b, op.MUL: la
               op.LSH: lambda a, b: a << b, op.RSH: lambda a, b: a >> b, op.ARSH: None}
 
 
-ADD_CONST = 1 << 31       # id flag: this scalar is its linked registers' value plus ``off``
+ADD_CONST64 = 1 << 31     # id flag: this scalar is its linked registers' value plus ``off``
+ADD_CONST32 = 1 << 30     # ... after a 32-bit add/sub: plus ``off``, zero-extended from 32 bits
+ADD_CONST = ADD_CONST64 | ADD_CONST32
 _FAST_PTR_TYPES = (PTR_TO_STACK, PTR_TO_MAP_VALUE, PTR_TO_CTX, PTR_TO_PACKET, PTR_TO_PACKET_META,
                    PTR_TO_MEM, PTR_TO_ARG_MEM)
 
@@ -151,13 +153,13 @@ def pointer_alu(env: Env, ins: Insn, dst: Reg, ptr: Reg, off: Reg, o: int, is64:
     elif ptr.type not in (PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_STACK, PTR_TO_PACKET,
                           PTR_TO_PACKET_META, PTR_TO_MEM, PTR_TO_ARG_MEM):
         env.fail(f"R{dreg} pointer arithmetic on {ptr.type} prohibited")
+    mark_precise(off)
+    _sane_offset(env, off, ptr.type)        # before the operator: EINVAL wins over EACCES
+    _sane_offset(env, ptr, ptr.type)
     if o not in (op.ADD, op.SUB):
         if o in (op.AND, op.OR, op.XOR):
             env.fail(f"R{dreg} bitwise operator {_ALU_STR[o]} on pointer prohibited")
         env.fail(f"R{dreg} pointer arithmetic with {_ALU_STR[o]} operator prohibited")
-    mark_precise(off)
-    _sane_offset(env, off, ptr.type)
-    _sane_offset(env, ptr, ptr.type)
     window = None
     if not env.priv and ins.code & op.X:
         window = sanitize.ptr_alu_first(env, ins, dst, ptr, off)
@@ -216,14 +218,20 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
         if is64:
             if ins.off:
                 if src.is_pointer:
-                    env.fail(f"R{ins.src} sign-extension part of pointer")
+                    if not env.priv:
+                        env.fail(f"R{ins.src} sign-extension part of pointer")
+                    dst.make_unknown()      # a privileged loader gets an unknown scalar
+                    return
+                no_sext = src.umax < (1 << (ins.off - 1))
+                if no_sext:
+                    _id_before_mov(env, src)        # the value is unchanged: still linked
                 res = src.copy()
-                res.id = 0
+                if not no_sext:
+                    res.id = 0
                 B.sign_extend(res, ins.off // 8)
                 dst.assign(res)
                 return
-            if src.type == SCALAR and not src.id and not src.is_const:
-                src.id = env.new_id()
+            _id_before_mov(env, src)
             dst.assign(src.copy())
             return
         if src.is_pointer:
@@ -234,16 +242,20 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
             B.sync(dst)
             return
         if ins.off:
+            no_sext = src.umax < (1 << (ins.off - 1))
+            if no_sext:
+                _id_before_mov(env, src)
             res = src.copy()
-            res.id = 0
+            if not no_sext:
+                res.id = 0
             B.sign_extend(res, ins.off // 8)
             B.zext32(res)
             B.sync(res)
             dst.assign(res)
             return
         no_sext = src.umax < (1 << 32)
-        if no_sext and src.type == SCALAR and not src.id and not src.is_const:
-            src.id = env.new_id()
+        if no_sext:
+            _id_before_mov(env, src)
         res = src.copy()
         if not no_sext:
             res.id = 0
@@ -286,7 +298,9 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
             # Known value and immediate: the result is known too (fast path of scalar_alu).
             env.scratched.add(ins.dst)
             m = B.U64 if is64 else B.U32
-            dst.id = dst.off = 0
+            link = _link(env, dst, o, is64, ins.imm if is64 else ins.imm & m, dst.umax) \
+                if o in (op.ADD, op.SUB) and dst.id else (0, 0)
+            dst.id, dst.off = link
             B.mark_known(dst, _CONST_OPS[o](dst.var[0] & m, ins.imm & m) & m)
             return
         if o in (op.ADD, op.SUB) and is64 and ins.dst != 10 and dst.type in _FAST_PTR_TYPES and env.priv:
@@ -328,16 +342,43 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
     if not env.priv and x and o in (op.ADD, op.SUB):
         sanitize.val_alu(env, ins)
     link = None
-    if env.priv and o == op.ADD and is64 and dst.id and src.is_const:
-        # rX += const keeps rX linked to the registers it was copied from, at a known
-        # distance, so that bounds learned on one carry over (Linux 6.11+: "id=1+4").
-        val = src.value
-        if dst.id & ADD_CONST or val > B.S32_MAX:
-            link = (0, 0)
-        else:
-            link = (dst.id | ADD_CONST, val)
+    if o in (op.ADD, op.SUB) and dst.id and (src.var[1] if is64 else src.var[1] & B.U32) == 0:
+        link = _link(env, dst, o, is64, src.var[0] if is64 else src.var[0] & B.U32, dst.umax)
     scalar_alu(dst, src, o, is64)
     if link:
         dst.id, dst.off = link
+
+
+def _id_before_mov(env: Env, src: Reg) -> None:
+    """rX = rY links the two scalars by one id; a source linked at a distance (id=1+4) is
+    unlinked first (one distance only), a source without an id gets a fresh one."""
+    if src.type != SCALAR:
+        return
+    if src.id & ADD_CONST:
+        src.id = src.off = 0
+    if not src.id and not src.is_const:
+        src.id = env.new_id()
+
+
+def _link(env: Env, dst: Reg, o: int, is64: bool, val: int, umax_before: int) -> tuple[int, int]:
+    """(id, off) of ``dst`` after ``dst += val`` / ``dst -= val`` (a constant): it stays linked
+    to the registers it was copied from, at a known distance, so that bounds learned on one
+    carry over (Linux: "id=1+4", "id=1-17"; 32-bit ones zero-extend); (0, 0) drops the link."""
+    if not env.priv:
+        return (0, 0)
+    if is64:
+        val = B.s64(val)
+        if not B.S32_MIN <= val <= B.S32_MAX:
+            return (0, 0)
+    elif umax_before > B.U32:
+        return (0, 0)
+    off = B.s32(val & B.U32)
+    if o == op.SUB:
+        if off == B.S32_MIN:
+            return (0, 0)
+        off = -off
+    if dst.id & ADD_CONST:
+        return (0, 0)       # rX += a; rX += b: one distance only
+    return (dst.id | (ADD_CONST64 if is64 else ADD_CONST32), off)
 
 

@@ -34,6 +34,8 @@ class _Bt:
         self.stack = [set() for _ in range(op.MAX_CALL_FRAMES + 1)]
 
     def empty(self) -> bool:
+        if not self.frame:
+            return not self.regs[0] and not self.stack[0]
         return not any(self.regs[: self.frame + 1]) and not any(self.stack[: self.frame + 1])
 
 
@@ -115,11 +117,11 @@ def linked_regs(st, ids) -> tuple:
     for fr, f in enumerate(st.frames):
         for i in range(10):
             r = f.regs[i]
-            if r.type == SCALAR and r.id and (r.id & ~(1 << 31)) in ids:
+            if r.type == SCALAR and r.id and (r.id & ~(3 << 30)) in ids:
                 out.append((fr, i, False))
         for spi, s in enumerate(f.stack):
             if s.types[SLOT - 1] == SPILL and s.spilled is not None and s.spilled.type == SCALAR \
-                    and s.spilled.id and (s.spilled.id & ~(1 << 31)) in ids:
+                    and s.spilled.id and (s.spilled.id & ~(3 << 30)) in ids:
                 out.append((fr, spi, True))
     return tuple(out[:6]) if len(out) > 1 else ()
 

@@ -110,6 +110,10 @@ def _deduce_mixed(r) -> None:
         r.umax = min(r.umax, (r.umax & ~U32 & U64) | hi)
         r.smin = max(r.smin, s64((r.smin & ~U32 & U64) | lo))
         r.smax = min(r.smax, s64((r.smax & ~U32 & U64) | hi))
+    if r.s32min >= 0 and r.smin >= S32_MIN and r.smax <= S32_MAX:
+        r.smin = r.umin = r.s32min
+        r.smax = r.umax = r.s32max
+        r.var = tnum.intersect(r.var, tnum.range_(r.smin, r.smax))
 
 
 def bound_offset(r) -> None:
@@ -275,6 +279,11 @@ def sync(r) -> None:
             x = s64((smax & hi) | up)
             if x < smax:
                 smax = x
+        # a non-negative 32-bit range while the 64-bit one stays within s32 (as after a
+        # sign-extending load): the upper half cannot be all ones, so it is all zeros
+        if s32min >= 0 and smin >= S32_MIN and smax <= S32_MAX:
+            smin = umin = s32min
+            smax = umax = s32max
         a = umin - 0x10000000000000000 if umin >> 63 else umin
         b = umax - 0x10000000000000000 if umax >> 63 else umax
         if a <= b:

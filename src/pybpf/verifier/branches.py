@@ -12,7 +12,7 @@ from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PT
     PTR_TO_PACKET_END, PTR_TO_PACKET_META, SCALAR, Reg, mark_precise)
 from .state import State
 
-from .alu import ADD_CONST, scalar_alu
+from .alu import ADD_CONST, ADD_CONST32, scalar_alu
 from . import backtrack
 from .env import _REV, _SWAP, MAX_PACKET_OFF, Env, PathDone, push_branch
 
@@ -221,18 +221,53 @@ def _pkt_compare(env, taken: State, fall: State, ins: Insn, d: Reg, s: Reg, o: i
     return True
 
 
-def _sync_linked(st: State, r: Reg) -> None:
+MAX_LINKED_REGS = 6
+
+
+def _collect_linked(env: Env, st: State, idx: int, ids: set) -> list:
+    """Where the scalars linked by one of ``ids`` are, as Linux collects them at a conditional
+    jump: frames from the current one down, in each the registers live there (before ``idx``,
+    in a caller before its call) then the spilled slots; six at most, and one found beyond
+    those loses its id."""
+    out = []
+    frames = st.frames
+    cur = len(frames) - 1
+    live_in = env.cfg.live_in
+    for fr in range(cur, -1, -1):
+        f = frames[fr]
+        live = live_in[idx if fr == cur else frames[fr + 1].callsite]
+        found = [(j, False, f.regs[j]) for j in range(10) if live >> j & 1]
+        found += [(spi, True, sl.spilled) for spi, sl in enumerate(f.stack)
+                  if sl.is_spill and sl.spilled is not None]
+        for where, is_slot, r in found:
+            if r.type != SCALAR or not r.id or (r.id & ~ADD_CONST) not in ids:
+                continue
+            if len(out) < MAX_LINKED_REGS:
+                out.append((fr, where, is_slot))
+            else:
+                r.id = 0
+    return out
+
+
+def _sync_linked(st: State, r: Reg, linked: list) -> None:
     """Give every register linked to ``r`` (same base id) the bounds ``r`` just learned."""
     if r.type != SCALAR or not r.id:
         return
     base = r.id & ~ADD_CONST
-    for o in st.all_regs():
+    frames = st.frames
+    for fr, where, is_slot in linked:
+        o = frames[fr].stack[where].spilled if is_slot else frames[fr].regs[where]
         if o is r or o.type != SCALAR or (o.id & ~ADD_CONST) != base:
             continue
+        if (o.id ^ r.id) & ADD_CONST == ADD_CONST:
+            continue        # one linked by a 32-bit add, the other by a 64-bit one
         new = r.copy()
         delta = o.off - r.off
         if delta:
             scalar_alu(new, Reg.scalar(delta), op.ADD, True)
+            if (o.id | r.id) & ADD_CONST32:
+                B.zext32(new)
+                B.sync(new)
         new.id, new.off = o.id, o.off
         o.assign(new)
 
@@ -275,9 +310,9 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
     if env.bt_log:
         ids = set()
         if xs and s.type == SCALAR and s.id:
-            ids.add(s.id & ~(1 << 31))
+            ids.add(s.id & ~ADD_CONST)
         if d.type == SCALAR and d.id:
-            ids.add(d.id & ~(1 << 31))
+            ids.add(d.id & ~ADD_CONST)
         linked = backtrack.linked_regs(st, ids) if ids else ()
         if linked:
             e = st.hist[-1]
@@ -285,6 +320,12 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
     if xs and d.type == SCALAR and s.type == SCALAR and d.origin != s.origin:
         # Each side's bounds will be learned from the other's value.
         d.origin = s.origin = d.origin | s.origin
+    linked = ()
+    if d.type == SCALAR and s.type == SCALAR and (d.id or xs and s.id):
+        ids = {d.id & ~ADD_CONST} if d.id else set()
+        if xs and s.id:
+            ids.add(s.id & ~ADD_CONST)
+        linked = _collect_linked(env, st, idx, ids)
     other = st.copy()
     fall_ok = taken_ok = True
     if d.type == SCALAR and s.type == SCALAR:
@@ -294,13 +335,13 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
         taken_ok = refine(od, os_, o, is32)
         fall_ok = refine(d, fs, _REV[o], is32)
         if taken_ok:
-            _sync_linked(other, od)
+            _sync_linked(other, od, linked)
             if xs:
-                _sync_linked(other, os_)
+                _sync_linked(other, os_, linked)
         if fall_ok:
-            _sync_linked(st, d)
+            _sync_linked(st, d, linked)
             if xs:
-                _sync_linked(st, s)
+                _sync_linked(st, s, linked)
     elif (o in (op.JEQ, op.JNE) and not is32 and d.type in OR_NULL_TYPES and s.type == SCALAR
           and s.is_const and s.value == 0):
         rid = d.id

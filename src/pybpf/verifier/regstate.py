@@ -174,11 +174,18 @@ def _unum(v: int) -> str:
     return str(v) if v <= 0xFFFF else f"{v:#x}"
 
 
+def _s32val(v: int) -> int:
+    # a 32-bit signed bound Linux prints in hex is its u32 (not sign-extended): it is grouped
+    # with a 64-bit bound (smin=smin32=...) only where the printed numbers are equal
+    return v if -0x8000 <= v <= 0x7FFF else v & B.U32
+
+
 def _ranges(r: Reg, parts: list[str]) -> None:
     items = [
         ["smin", r.smin, r.smin == B.S64_MIN], ["smax", r.smax, r.smax == B.S64_MAX],
         ["umin", r.umin, r.umin == 0], ["umax", r.umax, r.umax == B.U64],
-        ["smin32", r.s32min, r.s32min == B.S32_MIN], ["smax32", r.s32max, r.s32max == B.S32_MAX],
+        ["smin32", _s32val(r.s32min), r.s32min == B.S32_MIN],
+        ["smax32", _s32val(r.s32max), r.s32max == B.S32_MAX],
         ["umin32", r.u32min, r.u32min == 0], ["umax32", r.u32max, r.u32max == B.U32],
     ]
     for i, (name, val, omit) in enumerate(items):
@@ -194,12 +201,7 @@ def _ranges(r: Reg, parts: list[str]) -> None:
                 continue
             items[j][2] = True
             text += "=" + n2
-        if name[0] != "s":
-            num = _unum(val)
-        elif name.endswith("32"):
-            num = str(val) if -0x8000 <= val <= 0x7FFF else f"{val & B.U32:#x}"
-        else:
-            num = _snum(val)
+        num = _unum(val) if name[0] != "s" else _snum(val)
         parts.append(text + "=" + num)
 
 
@@ -213,8 +215,8 @@ def fmt_reg(r: Reg, frameno: int = 0, unpriv: bool = False) -> str:
             return mark + _snum(B.s64(r.var[0]))
         parts = []
         if r.id:
-            base = r.id & ~(1 << 31)
-            parts.append(f"id={base}+{r.off}" if r.id >> 31 else f"id={base}")
+            base = r.id & ~(3 << 30)        # without the add-const flags of alu.py
+            parts.append(f"id={base}{r.off:+d}" if r.id >> 30 else f"id={base}")
         _ranges(r, parts)
         if not tnum.is_unknown(r.var):
             parts.append(f"var_off={tnum.fmt(r.var)}")

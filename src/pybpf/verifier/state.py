@@ -119,7 +119,7 @@ def regsafe(o: Reg, c: Reg, idmap: IdMap, exact: bool, within: bool = False) -> 
     if o.type == SCALAR:
         if not o.precise and not within:
             return True
-        if (o.id >> 31) != (c.id >> 31) or o.off != c.off:
+        if (o.id >> 30) != (c.id >> 30) or o.off != c.off:     # same add-const flags (alu.py)
             return False
         return _range_within(o, c) and _tnum_in(o.var, c.var) and idmap.check_scalar(o.id, c.id)
     if o.off != c.off or o.map is not c.map and o.map != c.map:
