@@ -16,9 +16,8 @@ import errno as E
 from ..isa import opcodes as op
 from ..isa.insn import Insn, check_insn
 from .log import format_insn
-from .regstate import SCALAR, mark_precise
-from .stack import SLOT, SPILL
-from .state import Checkpoint, State, states_equal
+from .regstate import SCALAR
+from .state import Checkpoint, State, inherit_precision, states_equal
 from . import backtrack, scc
 
 from .env import Env, PathDone, VerifyError
@@ -64,18 +63,6 @@ def _live_masks(env: Env, st: State, idx: int) -> list[int]:
     return masks
 
 
-def _propagate_precision(old: State, cur: State) -> None:
-    """A state pruned by ``old`` relies on the values ``old`` needed exactly: mark them in ``cur``."""
-    for fo, fc in zip(old.frames, cur.frames):
-        for ro, rc in zip(fo.regs, fc.regs):
-            if ro.precise and rc.type == SCALAR:
-                mark_precise(rc)
-        for so, sc in zip(fo.stack, fc.stack):
-            if so.spilled is not None and so.spilled.precise and sc.spilled is not None \
-                    and sc.types[SLOT - 1] == SPILL:
-                mark_precise(sc.spilled)
-
-
 def _bucket(env: Env, st: State, idx: int) -> int:
     """The hash bucket of Linux's stored-state table that holds ``st``'s states at ``idx``."""
     return ((idx ^ st.frames[-1].callsite) & 0xFFFFFFFF) % env.n
@@ -110,7 +97,7 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                     if st.hist is not None:
                         st.hist.append((idx, None, ()))
                         backtrack.log_propagation(env, cp.state, st)
-                    _propagate_precision(cp.state, st)
+                    inherit_precision(cp.state, st)
                     scc.add_backedge(env, cp, st)
                     keep.append(cp)
                     continue
@@ -131,7 +118,7 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                 if st.hist is not None:
                     st.hist.append((idx, None, ()))
                     backtrack.log_propagation(env, cp.state, st)
-                _propagate_precision(cp.state, st)
+                inherit_precision(cp.state, st)
                 if loop:
                     scc.add_backedge(env, cp, st)
                 keep.append(cp)

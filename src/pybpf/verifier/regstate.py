@@ -247,12 +247,16 @@ def fmt_reg(r: Reg, frameno: int = 0, unpriv: bool = False) -> str:
     return f"{t}({','.join(parts)})"
 
 
-def mark_precise(r: Reg) -> None:
-    """The exact value of scalar ``r`` matters: mark every checkpoint register it came from."""
+def mark_precise(r: Reg) -> bool:
+    """The exact value of scalar ``r`` matters: mark every checkpoint register it came from.
+    Returns whether any mark was new."""
+    changed = False
     todo = list(r.origin)
     while todo:
         o = todo.pop()
         if o.precise:
             continue
         o.precise = True
+        changed = True
         todo.extend(o.origin)
+    return changed

@@ -14,9 +14,9 @@ log shows ``SCC enter/backedge/exit (callsites,scc)`` and the propagation walks.
 
 from __future__ import annotations
 
-from .regstate import SCALAR
-from .stack import SLOT, SPILL
 from . import backtrack
+from .regstate import SCALAR
+from .state import inherit_precision
 
 # a visit's back-edges are propagated at most this many rounds (then: all scalars precise)
 MAX_ROUNDS = 64
@@ -111,33 +111,6 @@ def maybe_exit(env, cp) -> None:
     _propagate(env, v)
 
 
-def _mark(r) -> bool:
-    changed = False
-    todo = list(r.origin)
-    while todo:
-        o = todo.pop()
-        if o.precise:
-            continue
-        o.precise = True
-        changed = True
-        todo.extend(o.origin)
-    return changed
-
-
-def _inherit(old, cur) -> bool:
-    """Mark in ``cur``'s stored ancestors what ``old`` holds precise; was anything new marked?"""
-    changed = False
-    for fo, fc in zip(old.frames, cur.frames):
-        for ro, rc in zip(fo.regs, fc.regs):
-            if ro is not None and ro.precise and rc.type == SCALAR:
-                changed |= _mark(rc)
-        for so, sc in zip(fo.stack, fc.stack):
-            if so.spilled is not None and so.spilled.precise and sc.spilled is not None \
-                    and sc.types[SLOT - 1] == SPILL:
-                changed |= _mark(sc.spilled)
-    return changed
-
-
 def _force_all(st) -> None:
     cp = st.parent
     while cp is not None:
@@ -161,7 +134,7 @@ def _propagate(env, v) -> None:
         for st, cp in reversed(v.backedges):     # the latest first, as Linux keeps them
             if env.bt_log:
                 backtrack.log_propagation(env, cp.state, st)
-            changed |= _inherit(cp.state, st)
+            changed |= inherit_precision(cp.state, st)
         if not changed:
             break
     v.backedges = []

@@ -3,7 +3,7 @@ checkpoints, and the equivalence test that lets a path be pruned."""
 
 from __future__ import annotations
 
-from .regstate import (NOT_INIT, PKT_TYPES, PTR_TO_STACK, SCALAR, Reg)
+from .regstate import (NOT_INIT, PKT_TYPES, PTR_TO_STACK, SCALAR, Reg, mark_precise)
 from .stack import INVALID, MISC, SLOT, SPILL, Frame, Slot
 
 
@@ -218,3 +218,17 @@ def states_equal(old: State, cur: State, live_masks: list[int], exact: bool, pri
         if not idmap.check(oi, ci):
             return False
     return True
+
+
+def inherit_precision(old: "State", cur: "State") -> bool:
+    """Mark in ``cur``'s stored ancestors what ``old`` holds precise; was anything new marked?"""
+    changed = False
+    for fo, fc in zip(old.frames, cur.frames):
+        for ro, rc in zip(fo.regs, fc.regs):
+            if ro is not None and ro.precise and rc.type == SCALAR:
+                changed |= mark_precise(rc)
+        for so, sc in zip(fo.stack, fc.stack):
+            if so.spilled is not None and so.spilled.precise and sc.spilled is not None \
+                    and sc.types[SLOT - 1] == SPILL:
+                changed |= mark_precise(sc.spilled)
+    return changed
