@@ -122,12 +122,22 @@ class Map:
     @classmethod
     def create(cls, map_type, key_size: int, value_size: int, max_entries: int, flags: int = 0,
                name: str = "", *, inner_map: "Map | None" = None, map_extra: int = 0,
-               key_type=None, value_type=None) -> "Map":
+               key_type=None, value_type=None, btf=None, btf_key_type_id: int = 0,
+               btf_value_type_id: int = 0) -> "Map":
+        """A new map.  ``btf`` (a BTF object's fd, or anything with ``fileno()``) with
+        ``btf_key_type_id`` / ``btf_value_type_id`` describes keys and values, as
+        BPF_MAP_CREATE's BTF fields (checked as Linux checks them; the map holds the BTF)."""
         from . import maps
         spec = maps.MapSpec(map_type=map_type_number(map_type), key_size=key_size,
                             value_size=value_size, max_entries=max_entries, map_flags=flags,
                             map_extra=map_extra, name=name)
-        fd = mapops.create_map(spec, inner_map.fd if inner_map is not None else None)
+        btf_fd = 0
+        if btf_key_type_id or btf_value_type_id:
+            from .syscall.map_btf import check_attr
+            check_attr(btf_key_type_id, btf_value_type_id, 0)
+            btf_fd = btf.fileno() if hasattr(btf, "fileno") else (-1 if btf is None else int(btf))
+        fd = mapops.create_map(spec, inner_map.fd if inner_map is not None else None,
+                               btf_fd, btf_key_type_id, btf_value_type_id)
         try:
             return cls(fd, key_type=key_type, value_type=value_type)
         except BaseException:
@@ -198,6 +208,25 @@ class Map:
     max_entries = property(lambda self: self.spec.max_entries)
     flags = property(lambda self: self.spec.map_flags)
 
+    # -- BTF (BPF_MAP_CREATE's btf_fd and type ids) ---------------------------------------
+
+    btf_id = property(lambda self: self._obj.fields.get("btf_id", 0),
+                      doc="id of the BTF object describing keys and values (0 without)")
+    btf_key_type_id = property(lambda self: self._obj.fields.get("btf_key_type_id", 0))
+    btf_value_type_id = property(lambda self: self._obj.fields.get("btf_value_type_id", 0))
+
+    def btf(self):
+        """The map's BTF parsed (``pybpf.loader.btf.Btf``), None for a map without BTF."""
+        from .syscall.map_btf import held_btf, parsed_btf
+        obj = held_btf(self._obj)
+        return parsed_btf(obj) if obj is not None else None
+
+    def btf_fd(self) -> int | None:
+        """A new fd of the map's BTF object (the caller closes it), None without BTF."""
+        from .syscall.map_btf import held_btf
+        obj = held_btf(self._obj)
+        return obj.new_fd() if obj is not None else None
+
     def pin(self, path: str) -> None:
         kobj.pin(self.fd, path)
 
@@ -227,9 +256,13 @@ class Map:
                 f"value={self.value_size} entries={self.max_entries} {state}>")
 
     def info(self) -> dict:
-        return {"id": self.id, "type": self.type_name, "name": self.name, "flags": self.flags,
-                "bytes_key": self.key_size, "bytes_value": self.value_size,
-                "max_entries": self.max_entries}
+        out = {"id": self.id, "type": self.type_name, "name": self.name, "flags": self.flags,
+               "bytes_key": self.key_size, "bytes_value": self.value_size,
+               "max_entries": self.max_entries}
+        if self.btf_id:
+            out.update(btf_id=self.btf_id, btf_key_type_id=self.btf_key_type_id,
+                       btf_value_type_id=self.btf_value_type_id)
+        return out
 
     # -- conversions -------------------------------------------------------------------
 

@@ -95,6 +95,8 @@ class BpfObject:
     # The object's BTF loaded with BPF_BTF_LOAD (-1 without), and why it could not be.
     btf_fd: int = -1
     btf_error: str = ""
+    # Maps created without BTF after the kernel refused their BTF types: name -> why.
+    map_btf_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def license(self) -> str:
@@ -163,8 +165,8 @@ def load_spec(spec: ObjectSpec, *, pin_root: str | None = None, log_level: int =
     path = spec.path or spec.name
     obj = BpfObject(spec.name, path, spec)
     try:
+        _load_btf(obj)          # first, as libbpf: maps are created with the object's BTF
         _create_maps(obj, pin_root or DEFAULT_PIN_ROOT)
-        _load_btf(obj)
         _load_programs(obj, log_level, privileged)
         _fill_prog_arrays(obj)
     except BaseException:
@@ -187,10 +189,23 @@ def _max_entries(m: MapDef) -> int:
     return m.max_entries
 
 
+# map types libbpf creates without BTF type ids (their values are fds, or they have no key)
+_NO_BTF_TYPES = frozenset({4, 8, 7, 12, 13, 14, 25, 16, 17, 15, 18, 22, 23, 33})
+
+
 def _create_one(obj: BpfObject, m: MapDef, inner: Map | None = None) -> Map:
+    """bpf_object__create_map(): with the object's BTF and the map's key and value types when
+    there are some; if that fails, again without BTF (libbpf's "Retrying without BTF")."""
+    args = (m.type, m.key_size, m.value_size, _max_entries(m), m.map_flags, _kernel_name(m.name))
+    kw = dict(inner_map=inner, map_extra=m.map_extra)
     try:
-        return Map.create(m.type, m.key_size, m.value_size, _max_entries(m), m.map_flags,
-                          _kernel_name(m.name), inner_map=inner, map_extra=m.map_extra)
+        if obj.btf_fd >= 0 and (m.key_type_id or m.value_type_id) and m.type not in _NO_BTF_TYPES:
+            try:
+                return Map.create(*args, **kw, btf=obj.btf_fd, btf_key_type_id=m.key_type_id or 0,
+                                  btf_value_type_id=m.value_type_id or 0)
+            except (OSError, PybpfError) as e:
+                obj.map_btf_errors[m.name] = _strerror(e) if isinstance(e, OSError) else str(e)
+        return Map.create(*args, **kw)
     except OSError as e:
         kind = MAP_TYPE_NAMES.get(m.type, "unknown")
         raise _map_error(obj, m, f"cannot create it ({_strerror(e)}): type {kind} ({m.type}), "

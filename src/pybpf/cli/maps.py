@@ -151,7 +151,10 @@ def _map_entry(h: dict) -> dict:
         e["name"] = h["name"]
     e.update({"flags": f["map_flags"], "bytes_key": f["key_size"], "bytes_value": f["value_size"],
               "max_entries": f["max_entries"], "bytes_memlock": h["payload_size"] + 4096,
-              "frozen": 0, "pinned": h.get("pinned", [])})
+              "frozen": 0})
+    if f.get("btf_id"):
+        e["btf_id"] = f["btf_id"]
+    e["pinned"] = h.get("pinned", [])
     return e
 
 
@@ -166,6 +169,8 @@ def _print_show(entries: list[dict], as_json: bool, pretty: bool) -> None:
                    f"{e['max_entries']}  memlock {e['bytes_memlock']}B")
         for p in e["pinned"]:
             click.echo(f"\tpinned {p}")
+        if "btf_id" in e:
+            click.echo(f"\tbtf_id {e['btf_id']}")
 
 
 @click.group("map")
@@ -255,6 +260,62 @@ def _entry_text(k: bytes, v) -> str:
     return f"key: {_hexs(k)}  value: {_hexs(v)}"
 
 
+def _btf_of(m):
+    """The map's BTF when it describes its values (bpftool's get_map_kv_btf), else None."""
+    if not m.btf_value_type_id:
+        return None
+    from ..errors import PybpfError
+    try:
+        return m.btf()
+    except (OSError, PybpfError):
+        return None
+
+
+def _formatted(w, m, btf, k: bytes, v, plain: bool) -> None:
+    """bpftool's do_dump_btf: {"key": ..., "value": ...} (per CPU: "values") by BTF type."""
+    from ..loader.btf_format import value_tree
+    w.begin("{")
+    if m.btf_key_type_id:
+        w.name("key")
+        w.value(value_tree(btf, m.btf_key_type_id, k, plain=plain))
+    if isinstance(v, list):
+        w.name("values")
+        w.begin("[")
+        for i, x in enumerate(v):
+            w.begin("{")
+            w.name("cpu")
+            w.scalar(str(i))
+            w.name("value")
+            w.value(value_tree(btf, m.btf_value_type_id, x, plain=plain))
+            w.end("}")
+        w.end("]")
+    else:
+        w.name("value")
+        w.value(value_tree(btf, m.btf_value_type_id, v, plain=plain))
+    w.end("}")
+
+
+def _btf_entry(w, m, btf, k: bytes, v, as_json: bool) -> None:
+    """One element of a map with BTF: by type (plain), or hex plus "formatted" (-j)."""
+    if isinstance(v, OSError):
+        w.value({"key": _jhex(k), "value": {"error": os.strerror(v.errno)}})
+    elif not as_json:
+        _formatted(w, m, btf, k, v, True)
+    else:
+        w.begin("{")
+        w.name("key")
+        w.value(_jhex(k))
+        if isinstance(v, list):
+            w.name("values")
+            w.value([{"cpu": i, "value": _jhex(x)} for i, x in enumerate(v)])
+        else:
+            w.name("value")
+            w.value(_jhex(v))
+        w.name("formatted")
+        _formatted(w, m, btf, k, v, False)
+        w.end("}")
+
+
 def _values_for_dump(m):
     from ..syscall import constants as C
     t = m.type
@@ -280,6 +341,16 @@ def dump(words, as_json, pretty):
     args = _Args(words)
     with _open_map(args) as m:
         args.done()
+        btf = _btf_of(m)
+        if btf is not None:
+            from ..loader.btf_format import JsonWriter
+            w = JsonWriter(pretty=pretty or not as_json)
+            w.begin("[")
+            for k, v in _values_for_dump(m):
+                _btf_entry(w, m, btf, k, v, as_json or pretty)
+            w.end("]")
+            click.echo(w.text(), nl=False)
+            return
         out, n = [], 0
         for k, v in _values_for_dump(m):
             n += 1
@@ -323,7 +394,13 @@ def lookup(words, as_json, pretty):
                     click.echo(f"key:\n{_hexs(key)}\n\nNot found")
                 return
             raise CliError(f"lookup failed: {os.strerror(e.errno)}") from None
-        if as_json or pretty:
+        btf = _btf_of(m)
+        if btf is not None:
+            from ..loader.btf_format import JsonWriter
+            w = JsonWriter(pretty=pretty or not as_json)
+            _btf_entry(w, m, btf, key, v, as_json or pretty)
+            click.echo(w.text(), nl=False)
+        elif as_json or pretty:
             _emit(_entry_json(m, key, v), True, pretty)
         else:
             click.echo(_entry_text(key, v))

@@ -148,3 +148,246 @@ def _fmt(btf: Btf, tid: int, raw: bytes, bit_off: int, depth: int) -> str:
             parts.append(f"{var.name}: {_fmt(btf, var.type, raw[m.offset:m.offset + m.size], 0, depth + 1)}")
         return "{" + ", ".join(parts) + "}"
     return _hex(raw)
+
+
+# -- bpftool's form: a JSON tree of a value, and its JSON writer -------------------------
+#
+# ``bpftool map dump`` shows maps with BTF through its btf_dumper: each key and value as
+# JSON (structs as objects by member name, arrays as lists, char arrays holding text as
+# strings, enums by name), printed by its json_writer; in plain mode the writer is pretty
+# and a few scalars are written bare (bit fields and 128-bit integers in hex, pointers
+# as %p, non-printable chars in hex).  value_tree() builds that tree once; write_json()
+# prints it in either layout, so the text and the -j output share one walk.
+
+
+class Raw(str):
+    """A token written as it is (not quoted): bpftool's plain-text scalars such as 0x1f."""
+
+
+class Obj(list):
+    """A JSON object as (name, value) pairs: member names may repeat (anonymous members)."""
+
+
+def value_tree(btf: Btf, type_id: int, raw: bytes, *, plain: bool):
+    """``raw`` as bpftool's btf_dumper shows a value of ``type_id``: a tree of int, bool,
+    str, :class:`Raw`, list and :class:`Obj`.  Bytes the type cannot describe (a short
+    buffer, a type loop, a kind bpftool does not print) give a list of hex bytes."""
+    raw = bytes(raw)
+    try:
+        return _tree(btf, type_id, raw, 0, plain, 0)
+    except (ElfError, IndexError, KeyError, ValueError, TypeError, AttributeError, struct.error,
+            RecursionError):
+        return [Raw(f"0x{b:02x}") if plain else f"0x{b:02x}" for b in raw]
+
+
+def _hexnum(v: int, plain: bool):
+    text = f"0x{v:x}"
+    return Raw(text) if plain else text
+
+
+def _bitfield(raw: bytes, bit_off: int, nbits: int, plain: bool):
+    need = (bit_off + nbits + 7) // 8
+    if len(raw) < need:
+        raise ValueError("short")
+    return _hexnum(_bits(raw[:need], bit_off, nbits), plain)
+
+
+def _tree_int(t: B.BtfType, raw: bytes, bit_off: int, plain: bool):
+    nbits = t.bits
+    if bit_off or t.bit_offset or nbits % 8:
+        total = bit_off + t.bit_offset
+        return _bitfield(raw[total // 8:], total % 8, nbits, plain)
+    if nbits == 128:
+        if len(raw) < 16:
+            raise ValueError("short")
+        return _hexnum(int.from_bytes(raw[:16], "little"), plain)
+    enc = t.encoding
+    if enc in (0, _INT_SIGNED):
+        if nbits not in (8, 16, 32, 64):
+            return _bitfield(raw, 0, nbits, plain)
+        n = nbits // 8
+        if len(raw) < n:
+            raise ValueError("short")
+        return int.from_bytes(raw[:n], "little", signed=enc == _INT_SIGNED)
+    if enc == _INT_CHAR:
+        if not raw:
+            raise ValueError("short")
+        c = raw[0]
+        if 32 <= c < 127:
+            return chr(c)
+        return Raw(f"0x{c:x}") if plain else chr(c)
+    if enc == _INT_BOOL:
+        if len(raw) < t.size:
+            raise ValueError("short")
+        return any(raw[:t.size])
+    raise ValueError("unknown int encoding")
+
+
+def _str_array(btf: Btf, t: B.BtfType, raw: bytes) -> str | None:
+    """bpftool's is_str_array: chars (not through a typedef), NUL-terminated, printable."""
+    if not t.nelems:
+        return None
+    e = btf.get(t.elem_type) if t.elem_type else None
+    for _ in range(B.MAX_RESOLVE_DEPTH):
+        if e is None or e.kind not in (B.KIND_VOLATILE, B.KIND_CONST, B.KIND_RESTRICT, B.KIND_TYPE_TAG):
+            break
+        e = btf.get(e.type) if e.type else None
+    if e is None or e.kind != B.KIND_INT or e.size != 1:
+        return None
+    if e.encoding != _INT_CHAR and e.name != "char":
+        return None
+    for i, c in enumerate(raw[:t.nelems]):
+        if c == 0:
+            return raw[:i].decode("ascii")
+        if c <= 0x1F or c >= 0x7F:
+            return None
+    return None
+
+
+def _tree(btf: Btf, tid: int, raw: bytes, bit_off: int, plain: bool, depth: int):
+    if depth > _MAX_DEPTH:
+        raise ValueError("types nest too deeply")
+    t = btf.get(tid)
+    for _ in range(B.MAX_RESOLVE_DEPTH):
+        if t.kind not in (B.KIND_TYPEDEF, B.KIND_VOLATILE, B.KIND_CONST, B.KIND_RESTRICT):
+            break
+        t = btf.get(t.type)
+    else:
+        raise ValueError("type chain too long")
+    k = t.kind
+    if k == B.KIND_INT:
+        return _tree_int(t, raw, bit_off, plain)
+    if k in (B.KIND_STRUCT, B.KIND_UNION):
+        out = Obj()
+        for m in t.members:
+            byte, bit = divmod(m.offset, 8)
+            if t.kflag and m.bitfield_size:
+                val = _bitfield(raw[byte:], bit, m.bitfield_size, plain)
+            else:
+                val = _tree(btf, m.type, raw[byte:], bit, plain, depth + 1)
+            out.append((m.name, val))
+        return out
+    if k == B.KIND_ARRAY:
+        text = _str_array(btf, t, raw)
+        if text is not None:
+            return text
+        esize = btf.size_of(t.elem_type)
+        if len(raw) < esize * t.nelems:
+            raise ValueError("short")
+        return [_tree(btf, t.elem_type, raw[i * esize:], 0, plain, depth + 1) for i in range(t.nelems)]
+    if k == B.KIND_ENUM:
+        if t.size not in (1, 2, 4, 8) or len(raw) < t.size:
+            raise ValueError("bad enum")
+        v = int.from_bytes(raw[:t.size], "little", signed=True)
+        for name, val in t.values:
+            if val == v or val == v & ((1 << (8 * t.size)) - 1):
+                return name
+        return v
+    if k == B.KIND_ENUM64:
+        if len(raw) < 8:
+            raise ValueError("short")
+        v = int.from_bytes(raw[:8], "little")
+        for name, val in t.values:
+            if val & 0xFFFFFFFFFFFFFFFF == v:
+                return name
+        return v - (1 << 64) if v >> 63 else v
+    if k == B.KIND_PTR:
+        if len(raw) < 8:
+            raise ValueError("short")
+        v = int.from_bytes(raw[:8], "little")
+        if plain:
+            return Raw(f"0x{v:x}" if v else "(nil)")
+        return v
+    if k == B.KIND_VAR:
+        return Obj([(t.name, _tree(btf, t.type, raw, bit_off, plain, depth + 1))])
+    if k == B.KIND_DATASEC:
+        return Obj([(t.name, [_tree(btf, m.type, raw[m.offset:], 0, plain, depth + 1)
+                              for m in t.members])])
+    if k == B.KIND_FLOAT and t.size in (4, 8) and len(raw) >= t.size:
+        # bpftool has no float printer ("(unsupported-kind"); the number says more
+        v = struct.unpack("<f" if t.size == 4 else "<d", raw[:t.size])[0]
+        import math
+        if plain:
+            return Raw(repr(v))
+        return v if math.isfinite(v) else repr(v)       # JSON has no inf / nan
+    raise ValueError(f"{t.kind_name} cannot be shown")
+
+
+class JsonWriter:
+    """bpftool's json_writer: the same separators, line breaks and indentation (four spaces
+    per level when pretty), so that the output reads as bpftool's, byte for byte."""
+
+    def __init__(self, pretty: bool):
+        self.pretty = pretty
+        self.depth = 0
+        self.sep = ""
+        self.out: list[str] = []
+
+    def _eol(self) -> None:
+        if self.pretty:
+            self.out.append("\n" + "    " * self.depth)
+
+    def _eor(self) -> None:
+        if self.sep:
+            self.out.append(self.sep)
+        self.sep = ","
+
+    def begin(self, c: str) -> None:
+        self._eor()
+        self.out.append(c)
+        self.depth += 1
+        self.sep = ""
+
+    def end(self, c: str) -> None:
+        self.depth -= 1
+        if self.sep:
+            self._eol()
+        self.out.append(c)
+        self.sep = ","
+
+    def name(self, name: str) -> None:
+        self._eor()
+        self._eol()
+        self.sep = ""
+        self.out.append(_quote(name) + (": " if self.pretty else ":"))
+
+    def scalar(self, text: str) -> None:
+        self._eor()
+        self.out.append(text)
+
+    def value(self, v) -> None:
+        if isinstance(v, (Obj, dict)):
+            self.begin("{")
+            for n, x in (v.items() if isinstance(v, dict) else v):
+                self.name(n)
+                self.value(x)
+            self.end("}")
+        elif isinstance(v, list):
+            self.begin("[")
+            for x in v:
+                self.value(x)
+            self.end("]")
+        elif isinstance(v, Raw):
+            self.scalar(str(v))
+        elif isinstance(v, str):
+            self.scalar(_quote(v))
+        elif v is None:
+            self.scalar("null")
+        elif isinstance(v, bool):
+            self.scalar("true" if v else "false")
+        elif isinstance(v, float):
+            self.scalar(repr(v))
+        else:
+            self.scalar(str(int(v)))
+
+    def text(self) -> str:
+        """What was written, with the newline jsonw_destroy() ends the output with."""
+        return "".join(self.out) + "\n"
+
+
+_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f", "\b": "\\b", "\\": "\\\\", '"': '\\"'}
+
+
+def _quote(s: str) -> str:
+    return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 32 or 127 <= ord(c) < 256
+                                                 else c) for c in s) + '"'

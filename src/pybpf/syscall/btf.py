@@ -200,7 +200,8 @@ def _check_metas(types: bytes, strs: bytes, fail) -> None:
         if why:
             from ..loader.btf import KIND_NAMES
             shown = name.decode("latin-1") or "(anon)"
-            ref = f" type_id={size_or_type}" if kind == 12 else ""
+            ref = (f" type_id={size_or_type}" if kind == 12 else
+                   f" size={size_or_type}" if kind == 16 else "")
             code = ENOTSUPP if why == "Unsupported encoding" else errno.EINVAL
             raise fail(code, f"[{tid}] {KIND_NAMES[kind]} {shown}{ref} {why}")
         pos += 12 + extra
@@ -353,6 +354,13 @@ def _kind_meta(kind: int, name: bytes, info: int, size_or_type: int, extra: byte
             total += v_size
         if size_or_type < total:
             return "Invalid btf_info size"
+    elif kind == 16:                                # FLOAT
+        if vlen:
+            return "vlen != 0"
+        if kflag:
+            return "Invalid btf_info kind_flag"
+        if size_or_type not in (2, 4, 8, 12, 16):
+            return "Invalid type_size"
     elif kind == 7:                                 # FWD
         if vlen:
             return "vlen != 0"

@@ -52,7 +52,8 @@ def map_create(a: Attr) -> int:
         raise _err(errno.EINVAL, "numa_node without BPF_F_NUMA_NODE")
     name = _name(a.raw[MapCreateAttr.map_name.offset:MapCreateAttr.map_name.offset + 16])
     if m.btf_key_type_id or m.btf_value_type_id or m.btf_vmlinux_value_type_id:
-        raise _err(errno.EINVAL, "BTF is not supported")
+        from .map_btf import check_attr
+        check_attr(m.btf_key_type_id, m.btf_value_type_id, m.btf_vmlinux_value_type_id)
     if m.map_ifindex:
         raise _err(errno.EINVAL, "device-offloaded maps are not supported")
     spec = maps.MapSpec(map_type=m.map_type, key_size=m.key_size, value_size=m.value_size,
@@ -67,7 +68,7 @@ def map_create(a: Attr) -> int:
             os.fstat(inner_fd)
         except OSError:
             raise _err(errno.EBADF, f"inner_map_fd {inner_fd}") from None
-    return mapops.create_map(spec, inner_fd)
+    return mapops.create_map(spec, inner_fd, m.btf_fd, m.btf_key_type_id, m.btf_value_type_id)
 
 
 def _elem_map(e: MapElemAttr, need: str):

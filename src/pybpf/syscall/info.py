@@ -36,6 +36,9 @@ def map_info(obj: kobj.BpfObject) -> bytes:
                      s.map_flags)
     name = obj.name.encode("latin-1", "replace")[:15]
     b[24:24 + len(name)] = name
+    f = obj.fields
+    if f.get("btf_id"):
+        struct.pack_into("<3I", b, 64, f["btf_id"], f["btf_key_type_id"], f["btf_value_type_id"])
     struct.pack_into("<Q", b, 80, s.map_extra)
     return bytes(b)
 

@@ -72,8 +72,13 @@ def user_value_size(spec) -> int:
     return spec.value_size
 
 
-def create_map(spec, inner_map_fd: int | None = None) -> int:
-    """Validate as Linux, create the object and lay out its storage; returns the new fd."""
+def create_map(spec, inner_map_fd: int | None = None, btf_fd: int = 0, btf_key_type_id: int = 0,
+               btf_value_type_id: int = 0) -> int:
+    """Validate as Linux, create the object and lay out its storage; returns the new fd.
+
+    With a key or value type id, ``btf_fd`` is checked and held as Linux's map_check_btf
+    (see :mod:`pybpf.syscall.map_btf`).
+    """
     maps = _maps()
     if spec.map_type in C.MAP_IN_MAP_TYPES and spec.inner_map_spec is None and inner_map_fd is not None:
         inner = kobj.obj_from_fd(inner_map_fd)
@@ -84,11 +89,21 @@ def create_map(spec, inner_map_fd: int | None = None) -> int:
     # does not need it, and the object header keeps it
     name, spec.name = spec.name, ""
     maps.validate(spec)
+    fields = spec_to_fields(spec)
+    btf_obj = None
+    if btf_key_type_id or btf_value_type_id:
+        from .map_btf import check_map_btf
+        btf_obj = check_map_btf(spec, btf_fd, btf_key_type_id, btf_value_type_id)
+        fields.update(btf_id=btf_obj.id, btf_key_type_id=btf_key_type_id,
+                      btf_value_type_id=btf_value_type_id)
     size = maps.storage_size(spec)
-    fd = kobj.create_object("map", spec_to_fields(spec), size, name=name)
+    fd = kobj.create_object("map", fields, size, name=name)
     try:
         obj = kobj.obj_from_fd(fd)
         maps.init_storage(obj.payload, obj.payload_addr, spec)
+        if btf_obj is not None:     # the map keeps its BTF alive, as Linux's map->btf
+            from .map_btf import HOLD_TAG
+            kobj.add_hold(obj, btf_obj, HOLD_TAG)
         acc = spec.map_flags & (C.BPF_F_RDONLY | C.BPF_F_WRONLY)
         if acc:     # the creator's fd itself is read-only / write-only, as Linux's
             mode = os.O_RDONLY if acc == C.BPF_F_RDONLY else os.O_WRONLY
