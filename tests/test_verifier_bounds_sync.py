@@ -80,6 +80,13 @@ def reference_sync(r) -> None:
         if (s32min & U32) <= (s32max & U32):
             u32min = max(u32min, s32min & U32)
             u32max = min(u32max, s32max & U32)
+        elif u32max < (s32min & U32):
+            # the s32 range wraps through the sign boundary, the u32 range overlaps one end
+            s32min = s32(u32min)
+            u32max = min(u32max, s32max & U32)
+        elif (s32max & U32) < u32min:
+            s32max = s32(u32max)
+            u32min = max(u32min, s32min & U32)
         # signed and unsigned 64-bit facts
         a, b = s64(umin), s64(umax)
         if a <= b:
@@ -108,6 +115,10 @@ def reference_sync(r) -> None:
             umax = min(umax, (umax & hi) | up)
             smin = max(smin, s64((smin & hi) | lo))
             smax = min(smax, s64((smax & hi) | up))
+        # a non-negative s32 range inside a 64-bit range within s32: upper half all zeros
+        if s32min >= 0 and smin >= -(1 << 31) and smax <= (1 << 31) - 1:
+            smin = umin = s32min
+            smax = umax = s32max
         a, b = s64(umin), s64(umax)
         if a <= b:
             smin = max(smin, a)
@@ -115,6 +126,12 @@ def reference_sync(r) -> None:
         if (smin & U64) <= (smax & U64):
             umin = max(umin, smin & U64)
             umax = min(umax, smax & U64)
+        elif umax < (smin & U64):
+            smin = s64(umin)
+            umax = min(umax, smax & U64)
+        elif (smax & U64) < umin:
+            smax = s64(umax)
+            umin = max(umin, smin & U64)
         # tnum from the ranges
         if umin <= umax:
             v, m = tnum.intersect((v, m), tnum.range_(umin, umax))
@@ -171,21 +188,24 @@ def test_sync_matches_reference(r):
 
 
 def reference_mul(a, b):
-    """tnum multiplication bit by bit, without the shortcuts of tnum.mul."""
-    acc_v = (a[0] * b[0]) & U64
+    """tnum multiplication bit by bit (Linux 6.17+'s tnum_mul), without the shortcuts of
+    tnum.mul: a known 1 bit of ``a`` adds ``b``, an unknown one takes the union of the
+    accumulator with and without ``b``."""
     acc = (0, 0)
     av, am = a
     bv, bm = b
     while av or am:
         if av & 1:
-            acc = tnum.add(acc, (0, bm))
+            acc = tnum.add(acc, (bv, bm))
         elif am & 1:
-            acc = tnum.add(acc, (0, bv | bm))
+            x = tnum.add(acc, (bv, bm))
+            mu = (acc[0] ^ x[0]) | acc[1] | x[1]
+            acc = (acc[0] & x[0] & ~mu & U64, mu)
         av >>= 1
         am >>= 1
         bv = (bv << 1) & U64
         bm = (bm << 1) & U64
-    return tnum.add((acc_v, 0), acc)
+    return acc
 
 
 @st.composite

@@ -14,108 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pybpf.isa import opcodes as op
-from pybpf.isa.insn import Insn, ldimm64
-from pybpf.verifier import MapInfo, verify
+from pybpf.verifier import verify
 from pybpf.verifier import bounds as B
 from pybpf.verifier import progtypes, tnum
 from pybpf.verifier.alu import scalar_alu
 from pybpf.verifier.regstate import Reg
 from pybpf.vm import VM, VmError
-
-MAP_FD = 7
-MAP = MapInfo(2, 4, 16, 4)          # array: key u32, value 16 bytes, 4 entries
-SIZES = [op.B, op.H, op.W, op.DW]
-ALU_OPS = [op.ADD, op.SUB, op.MUL, op.DIV, op.OR, op.AND, op.LSH, op.RSH, op.MOD, op.XOR, op.ARSH]
-JMP_OPS = [op.JEQ, op.JGT, op.JGE, op.JSET, op.JNE, op.JSGT, op.JSGE, op.JLT, op.JLE, op.JSLT, op.JSLE]
-
-
-def _gen_program(rng: random.Random) -> list[Insn]:
-    """A random straight-line-with-forward-branches program over ctx, stack and one array map."""
-    body: list[list[Insn]] = []
-    regs = [0, 2, 3, 4, 5, 7, 8, 9]
-    n = rng.randint(4, 28)
-    for _ in range(n):
-        k = rng.random()
-        d = rng.choice(regs)
-        s = rng.choice(regs + [10, 6])
-        if k < 0.15:
-            body.append([Insn(op.ALU64 | op.MOV | op.K, d, 0, 0, rng.choice([0, 1, 4, 8, -8, 16, 255, rng.randint(-600, 600)]))])
-        elif k < 0.25:
-            body.append([Insn(op.ALU64 | op.MOV | op.X, d, s)])
-        elif k < 0.42:
-            o = rng.choice(ALU_OPS)
-            cls = rng.choice([op.ALU64, op.ALU64, op.ALU])
-            if rng.random() < 0.5:
-                imm = rng.choice([1, 2, 3, 7, 8, 15, 0xFF, -1, -8, rng.randint(-100, 100)])
-                if o in (op.LSH, op.RSH, op.ARSH):
-                    imm = rng.randint(0, 31)
-                if o in (op.DIV, op.MOD) and imm == 0:
-                    imm = 1
-                body.append([Insn(cls | o | op.K, d, 0, 0, imm)])
-            else:
-                body.append([Insn(cls | o | op.X, d, rng.choice(regs))])
-        elif k < 0.52:
-            size = rng.choice(SIZES)
-            off = rng.choice([0, 4, 8, 16, 104, 112, 160, 164, 168, -8, rng.randint(-4, 172)])
-            body.append([Insn(op.LDX | op.MEM | size, d, 6, off)])
-        elif k < 0.62:
-            size = rng.choice(SIZES)
-            off = rng.choice([-8, -16, -24, -4, -512, -520, 0, rng.randint(-64, 4)])
-            if rng.random() < 0.5:
-                body.append([Insn(op.STX | op.MEM | size, 10, rng.choice(regs + [6]), off)])
-            else:
-                body.append([Insn(op.ST | op.MEM | size, 10, 0, off, rng.randint(-5, 5))])
-        elif k < 0.7:
-            size = rng.choice(SIZES)
-            body.append([Insn(op.LDX | op.MEM | size, d, 10, rng.choice([-8, -16, -4, -24, -32]))])
-        elif k < 0.78:
-            # pointer-based access through an arbitrary register
-            size = rng.choice(SIZES)
-            base = rng.choice(regs)
-            off = rng.randint(-16, 16)
-            if rng.random() < 0.5:
-                body.append([Insn(op.LDX | op.MEM | size, d, base, off)])
-            else:
-                body.append([Insn(op.STX | op.MEM | size, base, rng.choice(regs), off)])
-        elif k < 0.84:
-            # r0 = lookup(map, &key on stack)
-            key = rng.choice([0, 1, 3, 4, 9])
-            seq = [Insn(op.ST | op.MEM | op.W, 10, 0, -4, key),
-                   Insn(op.ALU64 | op.MOV | op.X, 2, 10), Insn(op.ALU64 | op.ADD | op.K, 2, 0, 0, -4),
-                   *ldimm64(1, MAP_FD, op.PSEUDO_MAP_FD), Insn(op.OP_CALL, 0, 0, 0, 1)]
-            if rng.random() < 0.8:
-                seq.append(Insn(op.JMP | op.JEQ | op.K, 0, 0, rng.randint(1, 3), 0))
-            seq.extend(Insn(op.ALU64 | op.MOV | op.K, r, 0, 0, rng.randint(0, 16)) for r in (2, 3, 4, 5))
-            body.append(seq)
-        elif k < 0.92:
-            o = rng.choice(JMP_OPS)
-            cls = rng.choice([op.JMP, op.JMP32])
-            if rng.random() < 0.5:
-                body.append([Insn(cls | o | op.K, d, 0, rng.randint(1, 4), rng.choice([0, 1, 8, 16, 56, 255, -1]))])
-            else:
-                body.append([Insn(cls | o | op.X, d, rng.choice(regs), rng.randint(1, 4))])
-        else:
-            # bounded index into the map value or stack
-            body.append([Insn(op.ALU64 | op.AND | op.K, d, 0, 0, rng.choice([7, 15, 8, 12])),
-                         Insn(op.ALU64 | op.ADD | op.X, rng.choice(regs), d)])
-    prog = [Insn(op.ALU64 | op.MOV | op.X, 6, 1)]
-    prog += [Insn(op.ALU64 | op.MOV | op.K, r, 0, 0, rng.randint(-4, 64)) for r in regs]
-    for chunk in body:
-        prog.extend(chunk)
-    prog.append(Insn(op.ALU64 | op.MOV | op.K, 0, 0, 0, 0))
-    prog.append(Insn(op.OP_EXIT))
-    # Keep jumps in range: clamp each target onto the final exit sequence.
-    out = []
-    for i, ins in enumerate(prog):
-        if ins.cls in (op.JMP, op.JMP32) and ins.code & 0xF0 not in (op.CALL, op.EXIT):
-            t = i + ins.off + 1
-            if t >= len(prog) - 1:
-                t = len(prog) - 2
-            if prog[t].code == 0 and prog[t - 1].code == op.LD_IMM64:
-                t += 1
-            ins = Insn(ins.code, ins.dst, ins.src, t - i - 1, ins.imm)
-        out.append(ins)
-    return out
+from random_programs import MAP, MAP_FD, _gen_packet_program, _gen_program
 
 
 class _Runtime:
@@ -243,50 +148,6 @@ def test_scalar_alu_is_sound(x, y, wx, wy, o, is64, mx_bits, my_bits):
 
 
 # --- packet programs (XDP) ---------------------------------------------------------------------
-
-def _gen_packet_program(rng: random.Random) -> list[Insn]:
-    """Random XDP code around direct packet access: pointer moves, bounds checks, loads, stores."""
-    X = op.X
-    prog = [Insn(op.LDX | op.MEM | op.W, 2, 1, 0),      # r2 = data
-            Insn(op.LDX | op.MEM | op.W, 3, 1, 4),      # r3 = data_end
-            Insn(op.ALU64 | op.MOV | op.X, 4, 2)]
-    for r in (0, 5, 6, 7):
-        prog.append(Insn(op.ALU64 | op.MOV | op.K, r, 0, 0, rng.randint(0, 20)))
-    for _ in range(rng.randint(3, 16)):
-        k = rng.random()
-        p = rng.choice([2, 4, 6])
-        if k < 0.2:
-            prog.append(Insn(op.ALU64 | op.MOV | op.X, rng.choice([4, 6]), rng.choice([2, 4])))
-        elif k < 0.35:
-            prog.append(Insn(op.ALU64 | op.ADD | op.K, p, 0, 0, rng.choice([1, 2, 4, 8, 14, 20, -1, -4])))
-        elif k < 0.45:
-            # variable offset from packet bytes, masked or not
-            prog.append(Insn(op.LDX | op.MEM | op.B, 7, rng.choice([2, 4]), rng.randint(0, 4)))
-            if rng.random() < 0.7:
-                prog.append(Insn(op.ALU64 | op.AND | op.K, 7, 0, 0, rng.choice([3, 7, 15, 0xff])))
-            prog.append(Insn(op.ALU64 | op.ADD | op.X, p, 7))
-        elif k < 0.7:
-            # bounds check: if pX + n > data_end goto exit
-            n = rng.choice([1, 2, 4, 8, 14, 20])
-            prog.append(Insn(op.ALU64 | op.MOV | op.X, 5, p))
-            prog.append(Insn(op.ALU64 | op.ADD | op.K, 5, 0, 0, n))
-            jop = rng.choice([op.JGT, op.JGE, op.JLT, op.JLE])
-            if jop in (op.JGT, op.JGE):
-                prog.append(Insn(op.JMP | jop | X, 5, 3, 10_000))     # exit target fixed below
-            else:
-                prog.append(Insn(op.JMP | jop | X, 3, 5, 10_000))
-        elif k < 0.88:
-            size = rng.choice(SIZES)
-            prog.append(Insn(op.LDX | op.MEM | size, 0, p, rng.randint(-2, 20)))
-        else:
-            size = rng.choice(SIZES)
-            prog.append(Insn(op.STX | op.MEM | size, p, 0, rng.randint(-2, 20)))
-    prog.append(Insn(op.ALU64 | op.MOV | op.K, 0, 0, 0, 2))
-    prog.append(Insn(op.OP_EXIT))
-    end = len(prog) - 2
-    return [Insn(i.code, i.dst, i.src, end - n - 1, i.imm) if i.off == 10_000 else i
-            for n, i in enumerate(prog)]
-
 
 def _xdp_run(insns, packet: bytes):
     import ctypes

@@ -87,6 +87,12 @@ def _deduce32(r) -> None:
     if (r.s32min & U32) <= (r.s32max & U32):
         r.u32min = max(r.u32min, r.s32min & U32)
         r.u32max = min(r.u32max, r.s32max & U32)
+    elif r.u32max < (r.s32min & U32):
+        r.s32min = s32(r.u32min)
+        r.u32max = min(r.u32max, r.s32max & U32)
+    elif (r.s32max & U32) < r.u32min:
+        r.s32max = s32(r.u32max)
+        r.u32min = max(r.u32min, r.s32min & U32)
 
 
 def _deduce64(r) -> None:
@@ -227,6 +233,16 @@ def sync(r) -> None:
                 u32min = lo
             if up < u32max:
                 u32max = up
+        elif u32max < lo:
+            # the s32 range wraps through the sign boundary and the u32 range overlaps only
+            # its non-negative end (or only its negative end, below)
+            s32min = u32min - 0x100000000 if u32min >> 31 else u32min
+            if up < u32max:
+                u32max = up
+        elif up < u32min:
+            s32max = u32max - 0x100000000 if u32max >> 31 else u32max
+            if lo > u32min:
+                u32min = lo
         # signed and unsigned 64-bit facts
         a = umin - 0x10000000000000000 if umin >> 63 else umin
         b = umax - 0x10000000000000000 if umax >> 63 else umax
@@ -297,6 +313,14 @@ def sync(r) -> None:
                 umin = lo
             if up < umax:
                 umax = up
+        elif umax < lo:     # as above: Linux deduces twice
+            smin = s64(umin)
+            if up < umax:
+                umax = up
+        elif up < umin:
+            smax = s64(umax)
+            if lo > umin:
+                umin = lo
         # tnum from the ranges
         if umin <= umax:
             chi = umin ^ umax

@@ -118,12 +118,16 @@ def refine(d: Reg, s: Reg, o: int, is32: bool) -> bool:
         sv = tnum.subreg(s.var) if is32 else s.var
         if sv[1] == 0:
             val = sv[0]
+            sv_d = d.var
             if o == op.JSET:
                 if val and val & (val - 1) == 0:
                     d.var = tnum.or_(d.var, (val, 0))
                     d.var = (d.var[0], d.var[1] & ~val)
             else:
-                d.var = tnum.and_(d.var, ((~val) & B.U64, 0))
+                # (Linux 6.17+ forgets the ranges first: on a dead branch the narrowed tnum
+                # could contradict them)
+                B.mark_unknown(d)
+                d.var = tnum.and_(sv_d, ((~val) & B.U64, 0))
     elif o in (op.JLE, op.JLT, op.JSLE, op.JSLT):
         strict = 1 if o in (op.JLT, op.JSLT) else 0
         if o in (op.JLE, op.JLT):

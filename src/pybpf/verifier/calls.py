@@ -79,25 +79,36 @@ def helper_mem_access(env: Env, st: State, regno: int, size: int, write: bool, z
         env.fail(f"R{regno} type={t} expected={_MEM_TYPES_MSG}")
 
 
-def _constant_key(st: State, r: Reg, key_size: int) -> int | None:
-    """The key a stack pointer points at, when it is a known constant (a spilled constant of
-    exactly the key's size, or zeroed bytes), else None."""
-    if r.type != PTR_TO_STACK or not r.is_const or key_size != 4:
+def _constant_key(st: State, r: Reg, key_size: int) -> tuple[int, bool] | None:
+    """(key, from a spill) where a stack pointer points at a known constant key, else None.
+    As Linux: zeroed bytes from the key's first byte up to the slot's top that cover the
+    key are key 0; else the slot must hold a spilled constant scalar whose spilled bytes
+    from the key's first byte up number exactly the key's size, and the key is the whole
+    spilled value (a value that is no index, negative or too large, finds no element)."""
+    if r.type != PTR_TO_STACK or not r.is_const:
         return None
     off = r.off + B.s64(r.var[0])
-    if off % 4:
-        return None
     slot = _frame_of(st, r).peek((-off - 1) // SLOT)
     if slot is None:
         return None
     j0 = (-off - 1) % SLOT
-    types = [slot.types[(j0 - i) % SLOT] for i in range(key_size)]
-    if all(t == ZERO for t in types):
-        return 0
-    if slot.types[SLOT - 1] == SPILL and off % SLOT == 0 and slot.spill_size() == key_size \
-            and slot.spilled.is_const:
-        return slot.spilled.value & 0xFFFFFFFF
-    return None
+    zeros = 0
+    for j in range(j0, -1, -1):
+        if slot.types[j] != ZERO:
+            break
+        zeros += 1
+    if zeros >= key_size:
+        return 0, False
+    if slot.types[SLOT - 1] != SPILL or slot.spilled is None or slot.spilled.type != SCALAR:
+        return None
+    spilled = 0
+    for j in range(j0, -1, -1):
+        if slot.types[j] != SPILL:
+            break
+        spilled += 1
+    if spilled != key_size or not slot.spilled.is_const:
+        return None
+    return B.s64(slot.spilled.var[0]), True
 
 
 def _mark_key_precise(env: Env, st: State, r: Reg) -> None:
@@ -157,9 +168,11 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> int | None:
             helper_mem_access(env, st, regno, size, kind == H.MAP_VALUE_UNINIT, False)
             if kind == H.MAP_KEY and fid == 1 and meta_map.map_type in (H.MAP_ARRAY, H.MAP_PERCPU_ARRAY) \
                     and env.priv:       # Linux elides the NULL only for CAP_BPF loaders
-                key_const = _constant_key(st, r, meta_map.key_size)
-                if key_const is not None:
-                    _mark_key_precise(env, st, r)
+                key = _constant_key(st, r, meta_map.key_size)
+                if key is not None:
+                    key_const, from_spill = key
+                    if from_spill:
+                        _mark_key_precise(env, st, r)
         elif kind in (H.MEM, H.MEM_OR_NULL, H.UNINIT_MEM, H.UNINIT_MEM_OR_NULL):
             null_ok = kind in (H.MEM_OR_NULL, H.UNINIT_MEM_OR_NULL)
             if not (null_ok and r.type == SCALAR and r.is_const and r.value == 0):
@@ -273,7 +286,7 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> int | None:
         if meta_map.inner is not None:
             # a map-in-map lookup yields the inner map (described by its template) or NULL
             r0.assign(Reg.pointer(CONST_PTR_TO_MAP_OR_NULL, map=meta_map.inner, id=env.new_id()))
-        elif key_const is not None and key_const < meta_map.max_entries:
+        elif key_const is not None and 0 <= key_const < meta_map.max_entries:
             # An array lookup with a constant in-bounds key cannot fail (Linux 6.13+).
             r0.assign(Reg.pointer(PTR_TO_MAP_VALUE, map=meta_map))
         else:
@@ -501,7 +514,7 @@ def do_exit(env: Env, st: State, idx: int) -> int:
     if len(st.frames) > 1 and env.stack_lv is not None:
         env.stack_lv.update(st)     # the callee's stack liveness, before its frame goes
     if len(st.frames) > 1 and st.cur.in_callback:
-        if r0.type == PTR_TO_STACK and r0.frameno == st.cur.frameno:
+        if r0.type == PTR_TO_STACK:     # any frame's, the caller's too
             env.fail("cannot return stack pointer to the caller", E.EINVAL)
         if r0.type != SCALAR:
             env.fail("R0 not a scalar value")
@@ -525,7 +538,7 @@ def do_exit(env: Env, st: State, idx: int) -> int:
         _widen_imprecise(env, st, callee.callsite)
         return callee.callsite
     if len(st.frames) > 1:
-        if r0.type == PTR_TO_STACK and r0.frameno == st.cur.frameno:
+        if r0.type == PTR_TO_STACK:     # any frame's, the caller's too
             env.fail("cannot return stack pointer to the caller", E.EINVAL)
         if env.log.on:
             env.log.write("returning from callee:\n" + env.reg_str(st, all_=True) + "\n")

@@ -69,14 +69,14 @@ def stack_bounds(env: Env, regno: int, r: Reg, off: int, size: int, what: str,
         lo = r.smin + off
         hi = r.smax + off + size
     err = None
-    if lo < -MAX_BPF_STACK:
-        err = E.EACCES
+    if lo < -MAX_BPF_STACK or lo >= 0:
+        err = E.EACCES      # the first byte is off the stack: EACCES; only the last: EINVAL
     elif not env.priv and what == " read from" and frame is not None and lo < -frame.depth:
         # Without CAP_PERFMON a read must stay within the stack written so far (Linux's
         # allocated_stack): reading below it is out of bounds, not just uninitialised.
         err = E.EACCES
     elif hi > 0 or size < 0:
-        err = E.EACCES if direct and r.is_const else E.EINVAL
+        err = E.EINVAL
     if err:
         if r.is_const:
             env.fail(f"invalid{what} stack R{regno} off={off} size={size}", err)

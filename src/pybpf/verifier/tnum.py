@@ -78,36 +78,34 @@ def xor(a: Tnum, b: Tnum) -> Tnum:
 
 
 def mul(a: Tnum, b: Tnum) -> Tnum:
-    # Long multiplication, one bit of ``a`` at a time: known 1 bits add ``b``'s unknown
-    # bits, unknown bits add every possible bit of ``b`` (kernel: tnum_mul).  The tnum
-    # additions are inlined: this loop runs up to 64 times per multiplication.
-    acc_v = (a[0] * b[0]) & U64
-    mv, mm = 0, 0                       # the tnum accumulated from the uncertain parts
+    # Long multiplication, one bit of ``a`` at a time (kernel: tnum_mul, Linux 6.17+): a known
+    # 1 bit adds ``b`` to the accumulator, an unknown bit gives the union of the accumulator
+    # with and without ``b`` added.  The tnum additions are inlined: this loop runs up to 64
+    # times per multiplication.
     av, am = a
     bv, bm = b
     if not am and not bm:
-        return (acc_v, 0)
-    # Adding (0, 0) leaves a tnum unchanged, so bits that would add nothing are skipped,
-    # and the loop ends once ``b`` has been shifted out.
+        return ((av * bv) & U64, 0)
+    cv, cm = 0, 0
+    # Adding (0, 0) leaves a tnum unchanged, so the loop ends once ``b`` is shifted out.
     while (av or am) and (bv or bm):
-        if av & 1:
-            add_m = bm
-        elif am & 1:
-            add_m = bv | bm
-        else:
-            add_m = 0
-        if add_m:
-            # (mv, mm) = add((mv, mm), (0, add_m))
-            sm = (mm + add_m) & U64
-            sv = mv
-            chi = ((sm + sv) & U64) ^ sv
-            mu = chi | mm | add_m
-            mv, mm = sv & ~mu & U64, mu
+        if av & 1 or am & 1:
+            # (sv', sm') = add((cv, cm), (bv, bm))
+            sm = (cm + bm) & U64
+            sv = (cv + bv) & U64
+            mu = (((sm + sv) & U64) ^ sv) | cm | bm
+            sv &= ~mu & U64
+            if av & 1:
+                cv, cm = sv, mu
+            else:
+                # union of (cv, cm) and (sv, mu)
+                mu = (cv ^ sv) | cm | mu
+                cv, cm = cv & sv & ~mu & U64, mu
         av >>= 1
         am >>= 1
         bv = (bv << 1) & U64
         bm = (bm << 1) & U64
-    return add((acc_v, 0), (mv, mm))
+    return (cv, cm)
 
 
 def lshift(a: Tnum, s: int) -> Tnum:
