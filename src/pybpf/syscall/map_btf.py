@@ -129,6 +129,17 @@ def _special_field(btf, t, depth: int = 0) -> str | None:
     return None
 
 
+
+def _sized(btf, btf_id: int, type_id: int, size: int, what: str):
+    """The resolved type of ``type_id``, which must have the map's key or value size."""
+    t = type_size(btf, type_id)
+    if t is None:
+        raise _err(errno.EINVAL, f"btf_{what}_type_id {type_id} is not a type with a size "
+                                 f"in BTF id {btf_id}")
+    if t[1] != size:
+        raise _err(errno.EINVAL, f"btf_{what}_type_id {type_id} has size {t[1]}, {what}_size is {size}")
+    return t
+
 def check_map_btf(spec, btf_fd: int, key_id: int, value_id: int):
     """map_create()'s BTF step for a map already validated: the BTF object, or None.
 
@@ -146,24 +157,12 @@ def check_map_btf(spec, btf_fd: int, key_id: int, value_id: int):
     except (PybpfError, ValueError, IndexError):    # BTF_LOAD checked it: cannot happen
         raise _err(errno.EINVAL, f"BTF object id {obj.id} cannot be read") from None
     if key_id:
-        kt = type_size(btf, key_id)
-        if kt is None:
-            raise _err(errno.EINVAL, f"btf_key_type_id {key_id} is not a type with a size "
-                                     f"in BTF id {obj.id}")
-        if kt[1] != spec.key_size:
-            raise _err(errno.EINVAL, f"btf_key_type_id {key_id} has size {kt[1]}, key_size is "
-                                     f"{spec.key_size}")
+        kt = _sized(btf, obj.id, key_id, spec.key_size, "key")
     else:
         kt = None
         if spec.map_type not in _OWN_CHECK:
             raise _err(errno.EINVAL, "this map type needs btf_key_type_id with btf_value_type_id")
-    vt = type_size(btf, value_id)
-    if vt is None:
-        raise _err(errno.EINVAL, f"btf_value_type_id {value_id} is not a type with a size "
-                                 f"in BTF id {obj.id}")
-    if vt[1] != spec.value_size:
-        raise _err(errno.EINVAL, f"btf_value_type_id {value_id} has size {vt[1]}, value_size is "
-                                 f"{spec.value_size}")
+    vt = _sized(btf, obj.id, value_id, spec.value_size, "value")
     special = _special_field(btf, vt[0])
     if special:
         if special in _ALLOWED_IN:          # what Linux refuses, with its errno
