@@ -129,7 +129,6 @@ def _special_field(btf, t, depth: int = 0) -> str | None:
     return None
 
 
-
 def _sized(btf, btf_id: int, type_id: int, size: int, what: str):
     """The resolved type of ``type_id``, which must have the map's key or value size."""
     t = type_size(btf, type_id)
