@@ -9,7 +9,8 @@ from ..isa.insn import Insn
 from . import bounds as B
 from . import tnum
 from .regstate import (CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE,
-    PTR_TO_ARG_MEM, PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
+    PTR_TO_ARG_MEM, PTR_TO_MEM, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise,
+    ADD_CONST, ADD_CONST32, ADD_CONST64)
 from .state import State
 
 from . import backtrack, sanitize
@@ -21,9 +22,6 @@ _CONST_OPS = {op.ADD: lambda a, b: a + b, op.SUB: lambda a, b: a - b, op.MUL: la
               op.LSH: lambda a, b: a << b, op.RSH: lambda a, b: a >> b, op.ARSH: None}
 
 
-ADD_CONST64 = 1 << 31     # id flag: this scalar is its linked registers' value plus ``off``
-ADD_CONST32 = 1 << 30     # ... after a 32-bit add/sub: plus ``off``, zero-extended from 32 bits
-ADD_CONST = ADD_CONST64 | ADD_CONST32
 _FAST_PTR_TYPES = (PTR_TO_STACK, PTR_TO_MAP_VALUE, PTR_TO_CTX, PTR_TO_PACKET, PTR_TO_PACKET_META,
                    PTR_TO_MEM, PTR_TO_ARG_MEM)
 

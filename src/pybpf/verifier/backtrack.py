@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..isa import opcodes as op
 from .log import format_insn
-from .regstate import PTR_TO_STACK, SCALAR, fmt_reg
+from .regstate import ADD_CONST, PTR_TO_STACK, SCALAR, fmt_reg
 from .stack import SLOT, SPILL, fmt_slots
 
 ARGS = frozenset(range(1, 6))
@@ -117,11 +117,11 @@ def linked_regs(st, ids) -> tuple:
     for fr, f in enumerate(st.frames):
         for i in range(10):
             r = f.regs[i]
-            if r.type == SCALAR and r.id and (r.id & ~(3 << 30)) in ids:
+            if r.type == SCALAR and r.id and (r.id & ~ADD_CONST) in ids:
                 out.append((fr, i, False))
         for spi, s in enumerate(f.stack):
             if s.types[SLOT - 1] == SPILL and s.spilled is not None and s.spilled.type == SCALAR \
-                    and s.spilled.id and (s.spilled.id & ~(3 << 30)) in ids:
+                    and s.spilled.id and (s.spilled.id & ~ADD_CONST) in ids:
                 out.append((fr, spi, True))
     return tuple(out[:6]) if len(out) > 1 else ()
 

@@ -8,11 +8,11 @@ from ..isa.insn import Insn
 from . import bounds as B
 from . import tnum
 from .cfg import jump_target
-from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_MAP_VALUE, PTR_TO_MEM, PTR_TO_PACKET,
-    PTR_TO_PACKET_END, PTR_TO_PACKET_META, SCALAR, Reg, mark_precise)
+from .regstate import (MEM_TYPES, OR_NULL_TYPES, PKT_TYPES, PTR_TO_MAP_VALUE, PTR_TO_PACKET,
+    PTR_TO_PACKET_END, PTR_TO_PACKET_META, SCALAR, Reg, mark_precise, ADD_CONST, ADD_CONST32)
 from .state import State
 
-from .alu import ADD_CONST, ADD_CONST32, scalar_alu
+from .alu import scalar_alu
 from . import backtrack
 from .env import _REV, _SWAP, MAX_PACKET_OFF, Env, PathDone, push_branch
 

@@ -10,8 +10,7 @@ from . import bounds as B
 from . import context as ctxdesc
 from . import backtrack, tnum
 from .progtypes import SCHED_ACT, SCHED_CLS, SOCKET_FILTER, XDP
-from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_MEM,
-    PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
+from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
 from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame, read_fixed, write_fixed
 from .stack_liveness import slot_mask
 from .state import State

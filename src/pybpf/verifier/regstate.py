@@ -37,6 +37,12 @@ _FIELDS = ("type", "off", "id", "ref_obj_id", "var", "smin", "smax", "umin", "um
 
 NO_ORIGIN = frozenset()
 
+# Flags in a scalar's id: it is its linked registers' value plus ``off`` (Linux: "id=1+4"),
+# after a 64-bit or, zero-extended from 32 bits, a 32-bit add/sub (alu.py sets them).
+ADD_CONST64 = 1 << 31
+ADD_CONST32 = 1 << 30
+ADD_CONST = ADD_CONST64 | ADD_CONST32
+
 
 class Reg:
     """A register (or spilled register) state.
@@ -215,8 +221,8 @@ def fmt_reg(r: Reg, frameno: int = 0, unpriv: bool = False) -> str:
             return mark + _snum(B.s64(r.var[0]))
         parts = []
         if r.id:
-            base = r.id & ~(3 << 30)        # without the add-const flags of alu.py
-            parts.append(f"id={base}{r.off:+d}" if r.id >> 30 else f"id={base}")
+            base = r.id & ~ADD_CONST
+            parts.append(f"id={base}{r.off:+d}" if r.id & ADD_CONST else f"id={base}")
         _ranges(r, parts)
         if not tnum.is_unknown(r.var):
             parts.append(f"var_off={tnum.fmt(r.var)}")

@@ -3,7 +3,7 @@ checkpoints, and the equivalence test that lets a path be pruned."""
 
 from __future__ import annotations
 
-from .regstate import (NOT_INIT, PKT_TYPES, PTR_TO_STACK, SCALAR, Reg, mark_precise)
+from .regstate import (ADD_CONST, NOT_INIT, PKT_TYPES, PTR_TO_STACK, SCALAR, Reg, mark_precise)
 from .stack import INVALID, MISC, SLOT, SPILL, Frame, Slot
 
 
@@ -119,7 +119,7 @@ def regsafe(o: Reg, c: Reg, idmap: IdMap, exact: bool, within: bool = False) -> 
     if o.type == SCALAR:
         if not o.precise and not within:
             return True
-        if (o.id >> 30) != (c.id >> 30) or o.off != c.off:     # same add-const flags (alu.py)
+        if (o.id ^ c.id) & ADD_CONST or o.off != c.off:     # same add-const flags
             return False
         return _range_within(o, c) and _tnum_in(o.var, c.var) and idmap.check_scalar(o.id, c.id)
     if o.off != c.off or o.map is not c.map and o.map != c.map:
