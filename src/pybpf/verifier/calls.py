@@ -13,7 +13,7 @@ from .regstate import (OR_NULL_TYPES, CONST_PTR_TO_MAP, CONST_PTR_TO_MAP_OR_NULL
     PTR_TO_MAP_VALUE_OR_NULL, MEM_TYPES, PTR_TO_ARG_MEM, PTR_TO_MEM, PTR_TO_MEM_OR_NULL, PTR_TO_PACKET, PTR_TO_PACKET_END,
     PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise, PTR_TO_FUNC, PTR_TO_MAP_KEY)
 from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame
-from .stack_liveness import slot_mask
+from .cfg import slot_mask
 from .state import IdMap, State, regsafe
 
 from . import backtrack, funcinfo
@@ -53,7 +53,7 @@ def helper_mem_access(env: Env, st: State, regno: int, size: int, write: bool, z
                               frame=frame)
         _grow(env, st, frame, lo)
         if env.stack_lv is not None and not (write if raw is None else raw):
-            env.stack_lv.read(st, r.frameno, env.idx, slot_mask(lo, hi))
+            env.stack_lv.read(st, r.frameno, env.idx, slot_mask(lo, hi - lo))
         for a in range(lo, hi):
             spi, j = (-a - 1) // SLOT, (-a - 1) % SLOT
             slot = frame.slot(spi)

@@ -307,7 +307,7 @@ def _liveness(insns, n, prog_type, succ) -> list[int]:
 ALL_SLOTS = (1 << 64) - 1
 
 
-def _slots(off: int, size: int) -> int:
+def slot_mask(off: int, size: int) -> int:
     """Bitmask of the 8-byte slots (spi = (-off - 1) // 8) that bytes [off, off + size) touch."""
     if off >= 0 or off + size > 0 or off < -512:
         return 0
@@ -351,13 +351,13 @@ def _stack_liveness(insns, n, succ, starts) -> list[int]:
             cls = ins.code & 7
             size = op.SIZE_BYTES.get(ins.code & 0x18, 8) if cls in (op.LDX, op.ST, op.STX) else 0
             if cls == op.LDX:
-                use[i] = _slots(ins.off, size) if ins.src == 10 else (ALL_SLOTS if esc else 0)
+                use[i] = slot_mask(ins.off, size) if ins.src == 10 else (ALL_SLOTS if esc else 0)
             elif cls in (op.ST, op.STX):
                 if ins.dst == 10:
                     if cls == op.STX and (ins.code & 0xE0) == op.ATOMIC:
-                        use[i] = _slots(ins.off, size)
+                        use[i] = slot_mask(ins.off, size)
                     elif size == 8 and ins.off % 8 == 0:
-                        kill[i] = _slots(ins.off, 8)
+                        kill[i] = slot_mask(ins.off, 8)
                 elif cls == op.STX and (ins.code & 0xE0) == op.ATOMIC and esc:
                     use[i] = ALL_SLOTS
             elif cls == op.LD and ins.code != op.LD_IMM64:

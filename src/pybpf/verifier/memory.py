@@ -12,7 +12,7 @@ from . import backtrack, tnum
 from .progtypes import SCHED_ACT, SCHED_CLS, SOCKET_FILTER, XDP
 from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
 from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame, read_fixed, write_fixed
-from .stack_liveness import slot_mask
+from .cfg import slot_mask
 from .state import State
 
 from .env import MAX_BPF_STACK, MAX_VAR_OFF, Env
@@ -149,7 +149,7 @@ def stack_read(env: Env, st: State, regno: int, r: Reg, off: int, size: int) -> 
         env.scratched_slots.add((-lo - 1) // SLOT)
         return res
     if env.stack_lv is not None:
-        env.stack_lv.read(st, r.frameno, env.idx, slot_mask(lo, hi))
+        env.stack_lv.read(st, r.frameno, env.idx, slot_mask(lo, hi - lo))
     for a in range(lo, hi):
         slot = frame.peek((-a - 1) // SLOT)
         t = slot.types[(-a - 1) % SLOT] if slot else INVALID

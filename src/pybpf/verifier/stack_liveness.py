@@ -42,13 +42,6 @@ def fmt_stack_mask(mask: int) -> str:
     return ",".join(out)
 
 
-def slot_mask(lo: int, hi: int) -> int:
-    """The slots any byte of the frame range [lo, hi) lies in (lo < hi <= 0)."""
-    first = (-hi) // 8            # slot of byte hi - 1
-    last = (-lo - 1) // 8         # slot of byte lo
-    return ((1 << (last + 1)) - 1) & ~((1 << first) - 1)
-
-
 class _Masks:
     """One frame's sets, per instruction of the instance's subprogram (relative index)."""
 
