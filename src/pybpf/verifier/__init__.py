@@ -202,7 +202,7 @@ def verify(insns: Sequence[Insn], *, prog_type: int, maps: Mapping[int, MapInfo]
         if not privileged:
             check_unprivileged_calls(insns)
         _precheck(insns)
-        subs = find_subprogs(insns, privileged)
+        subs = find_subprogs(insns)
         if log.level & 2:
             # Linux lists the subprograms as soon as it has found them, before any other check
             for k, s in enumerate(subs):

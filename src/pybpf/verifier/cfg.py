@@ -56,9 +56,10 @@ def check_unprivileged_calls(insns: list[Insn]) -> None:
                            "CAP_SYS_ADMIN", 1)     # EPERM
 
 
-def find_subprogs(insns: list[Insn], privileged: bool) -> list[int]:
+def find_subprogs(insns: list[Insn]) -> list[int]:
     """The first instruction of each subprogram: 0 and every bpf-to-bpf call or function
-    pointer target (Linux: add_subprog_and_kfunc)."""
+    pointer target (Linux: add_subprog_and_kfunc; an unprivileged loader was refused any of
+    them before, by check_unprivileged_calls)."""
     n = len(insns)
     EINVAL = 22
     starts = {0}
@@ -73,18 +74,12 @@ def find_subprogs(insns: list[Insn], privileged: bool) -> list[int]:
             if t < 0 or t >= n:
                 raise CfgError("function pointer to invalid destination", EINVAL)
             starts.add(t)
-    subs = sorted(starts)
-    if len(subs) > 1 and not privileged:
-        raise CfgError("loading/calling other bpf or kernel functions are allowed for CAP_BPF and "
-                       "CAP_SYS_ADMIN", 1)     # EPERM
-    return subs
+    return sorted(starts)
 
 
-def build(insns: list[Insn], privileged: bool, prog_type: int = 0, subs: list[int] | None = None) -> Cfg:
+def build(insns: list[Insn], privileged: bool, prog_type: int, subs: list[int]) -> Cfg:
     n = len(insns)
     EINVAL = 22
-    if subs is None:
-        subs = find_subprogs(insns, privileged)
     # Successors and jump flags once: the walks below all need them.
     jumps = [_is_jump(ins) for ins in insns]
     succ = [_succ(insns, i) for i in range(n)]
