@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..isa import opcodes as op
 from .log import format_insn
-from .regstate import ADD_CONST, PTR_TO_STACK, SCALAR, fmt_reg
+from .regstate import ADD_CONST, PTR_TO_STACK, SCALAR, fmt_reg, mark_precise
 from .stack import SLOT, SPILL, fmt_slots
 
 ARGS = frozenset(range(1, 6))
@@ -297,6 +297,14 @@ def log_precision(env, st, regno: int) -> None:
     bt = _Bt(len(st.frames) - 1)
     bt.regs[bt.frame].add(regno)
     _walk(env, st, bt)
+
+
+def mark_chain_precision(env, st, regno: int) -> None:
+    """``regno`` of the current frame must hold its exact value (Linux: mark_chain_precision):
+    the stored registers it came from are marked precise, and at level 2 the walk is logged."""
+    if env.bt_log:
+        log_precision(env, st, regno)
+    mark_precise(st.cur.regs[regno])
 
 
 def log_precision_slot(env, st, frameno: int, spi: int) -> None:

@@ -181,9 +181,7 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> int | None:
                     env.fail(f"R{regno} type={r.type} expected={_MEM_TYPES_MSG}")
             else:
                 # a NULL where the helper allows one: Linux needs that zero exactly
-                if env.bt_log:
-                    backtrack.log_precision(env, st, regno)
-                mark_precise(r)
+                backtrack.mark_chain_precision(env, st, regno)
             mem_regno = regno
             mem_write = kind in (H.UNINIT_MEM, H.UNINIT_MEM_OR_NULL)
             mem_null = null_ok
@@ -232,9 +230,7 @@ def do_helper_call(env: Env, st: State, idx: int, ins: Insn) -> int | None:
                 env.fail(f"R{regno} type={r.type} expected=fp")
             if r.type == SCALAR:
                 # a NULL callback context: Linux needs that zero exactly
-                if env.bt_log:
-                    backtrack.log_precision(env, st, regno)
-                mark_precise(r)
+                backtrack.mark_chain_precision(env, st, regno)
         elif kind == H.CONST_STR:
             if r.type != PTR_TO_MAP_VALUE or not (r.map.flags & 0x80):
                 env.fail(f"R{regno} does not point to a readonly map'")
@@ -341,12 +337,8 @@ def _push_callback(env: Env, st: State, idx: int, fid: int, sub: int, m) -> None
     regs = caller.regs
     if fid == H.LOOP:
         # Linux needs the flags (r4) and the count (r1) exactly, in that order
-        if env.bt_log:
-            backtrack.log_precision(env, st, 4)
-        mark_precise(regs[4])
-        if env.bt_log:
-            backtrack.log_precision(env, st, 1)
-        mark_precise(regs[1])
+        backtrack.mark_chain_precision(env, st, 4)
+        backtrack.mark_chain_precision(env, st, 1)
         if caller.callback_depth >= regs[1].umax:
             caller.callback_depth = 0
             if env.log.level & 2:
@@ -518,9 +510,7 @@ def do_exit(env: Env, st: State, idx: int) -> int:
             env.fail("cannot return stack pointer to the caller", E.EINVAL)
         if r0.type != SCALAR:
             env.fail("R0 not a scalar value")
-        if env.bt_log:
-            backtrack.log_precision(env, st, 0)
-        mark_precise(r0)
+        backtrack.mark_chain_precision(env, st, 0)
         if r0.smin < 0 or r0.smax > 1:
             have = ""
             if r0.smin > B.S64_MIN:

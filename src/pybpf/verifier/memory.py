@@ -10,7 +10,7 @@ from . import bounds as B
 from . import context as ctxdesc
 from . import backtrack, tnum
 from .progtypes import SCHED_ACT, SCHED_CLS, SOCKET_FILTER, XDP
-from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg, mark_precise)
+from .regstate import (MEM_TYPES, CONST_PTR_TO_MAP, PKT_TYPES, PTR_TO_CTX, PTR_TO_MAP_VALUE, PTR_TO_FUNC, PTR_TO_MAP_KEY, PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_STACK, SCALAR, Reg)
 from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame, read_fixed, write_fixed
 from .cfg import slot_mask
 from .state import State
@@ -89,7 +89,8 @@ def _frame_of(st: State, r: Reg) -> Frame:
 
 
 def stack_write(env: Env, st: State, regno: int, r: Reg, off: int, size: int,
-                val: Reg | None, imm: int | None) -> None:
+                val_regno: int | None, imm: int | None) -> None:
+    val = st.cur.regs[val_regno] if val_regno is not None else None
     lo, hi = stack_bounds(env, regno, r, off, size, " write to", True)
     frame = _frame_of(st, r)
     _grow(env, st, frame, lo)
@@ -106,10 +107,7 @@ def stack_write(env: Env, st: State, regno: int, r: Reg, off: int, size: int,
                 and val.value == 0:
             # a zero stored off a slot boundary is no spill: the slot's bytes say zero, and
             # Linux needs the register to have been exactly zero for that
-            if env.bt_log:
-                regno = next(i for i, x in enumerate(st.cur.regs) if x is val)
-                backtrack.log_precision(env, st, regno)
-            mark_precise(val)
+            backtrack.mark_chain_precision(env, st, val_regno)
         env.scratched_slots.add((-lo - 1) // SLOT)
         if env.stack_lv is not None and lo % SLOT == 0 and size == SLOT:
             env.stack_lv.write(r.frameno, 1 << ((-lo - 1) // SLOT))   # only a whole slot counts
@@ -183,7 +181,7 @@ def check_mem_access(env: Env, st: State, idx: int, regno: int, off: int, size: 
             tn = str(B.s64(r.var[0])) if r.is_const else tnum.fmt(r.var)
             env.fail(f"misaligned stack access off {tn}+{r.off}+{off} size {size}")
         if write:
-            stack_write(env, st, regno, r, fixed, size, val, imm)
+            stack_write(env, st, regno, r, fixed, size, value_regno, imm)
         else:
             res = stack_read(env, st, regno, r, fixed, size)
     elif t == PTR_TO_MAP_VALUE:
