@@ -111,21 +111,6 @@ def stack_access(st, ins) -> tuple | None:
     return None
 
 
-def linked_regs(st, ids) -> tuple:
-    """Every register and spilled scalar sharing one of ``ids`` (a conditional jump links them)."""
-    out = []
-    for fr, f in enumerate(st.frames):
-        for i in range(10):
-            r = f.regs[i]
-            if r.type == SCALAR and r.id and (r.id & ~ADD_CONST) in ids:
-                out.append((fr, i, False))
-        for spi, s in enumerate(f.stack):
-            if s.types[SLOT - 1] == SPILL and s.spilled is not None and s.spilled.type == SCALAR \
-                    and s.spilled.id and (s.spilled.id & ~ADD_CONST) in ids:
-                out.append((fr, spi, True))
-    return tuple(out[:6]) if len(out) > 1 else ()
-
-
 def _sync_linked(bt: _Bt, linked) -> None:
     if not linked:
         return

@@ -311,25 +311,19 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
             and d.type in OR_NULL_TYPES) and d.type not in PKT_TYPES and d.type != PTR_TO_PACKET_END:
         env.fail(f"R{ins.dst} pointer comparison prohibited")
     xs = bool(ins.code & op.X)
-    if env.bt_log:
-        ids = set()
-        if xs and s.type == SCALAR and s.id:
-            ids.add(s.id & ~ADD_CONST)
-        if d.type == SCALAR and d.id:
-            ids.add(d.id & ~ADD_CONST)
-        linked = backtrack.linked_regs(st, ids) if ids else ()
-        if linked:
-            e = st.hist[-1]
-            st.hist[-1] = (e[0], e[1], linked)
+    # the scalars linked to either side: one set serves the precision history and the sync
+    ids = set()
+    if d.type == SCALAR and d.id:
+        ids.add(d.id & ~ADD_CONST)
+    if xs and s.type == SCALAR and s.id:
+        ids.add(s.id & ~ADD_CONST)
+    linked = _collect_linked(env, st, idx, ids) if ids else []
+    if env.bt_log and len(linked) > 1:
+        e = st.hist[-1]
+        st.hist[-1] = (e[0], e[1], tuple(linked))
     if xs and d.type == SCALAR and s.type == SCALAR and d.origin != s.origin:
         # Each side's bounds will be learned from the other's value.
         d.origin = s.origin = d.origin | s.origin
-    linked = ()
-    if d.type == SCALAR and s.type == SCALAR and (d.id or xs and s.id):
-        ids = {d.id & ~ADD_CONST} if d.id else set()
-        if xs and s.id:
-            ids.add(s.id & ~ADD_CONST)
-        linked = _collect_linked(env, st, idx, ids)
     other = st.copy()
     fall_ok = taken_ok = True
     if d.type == SCALAR and s.type == SCALAR:
