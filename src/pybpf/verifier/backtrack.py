@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..isa import opcodes as op
 from .log import format_insn
-from .regstate import ADD_CONST, PTR_TO_STACK, SCALAR, fmt_reg, mark_precise
+from .regstate import PTR_TO_STACK, SCALAR, fmt_reg, mark_precise
 from .stack import SLOT, SPILL, fmt_slots
 
 ARGS = frozenset(range(1, 6))
