@@ -32,13 +32,9 @@ def _hex(raw: bytes) -> str:
 
 
 def _resolve(btf: Btf, tid: int) -> B.BtfType | None:
-    for _ in range(B.MAX_RESOLVE_DEPTH):
-        t = btf.get(tid) if tid else None
-        if t is None or t.kind not in (B.KIND_TYPEDEF, B.KIND_VOLATILE, B.KIND_CONST, B.KIND_RESTRICT,
-                                       B.KIND_TYPE_TAG, B.KIND_VAR):
-            return t
-        tid = t.type
-    raise ValueError("type chain too long")
+    """The type behind modifiers, and behind a variable (a global's type)."""
+    t = btf.skip_modifiers(tid)
+    return btf.skip_modifiers(t.type) if t is not None and t.kind == B.KIND_VAR else t
 
 
 def _bits(raw: bytes, bit_off: int, nbits: int) -> int:
