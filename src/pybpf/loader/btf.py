@@ -45,9 +45,9 @@ KIND_NAMES = {
 }
 
 # Kinds whose size_or_type field is a size rather than a type id.
-_SIZED = {KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_DATASEC, KIND_FLOAT, KIND_ENUM64}
+SIZED_KINDS = {KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_DATASEC, KIND_FLOAT, KIND_ENUM64}
 # Kinds that only qualify another type.
-_MODIFIERS = {KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG}
+MODIFIER_KINDS = {KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG}
 # The kernel gives up resolving a type chain after this many links.
 MAX_RESOLVE_DEPTH = 32
 
@@ -156,7 +156,7 @@ class Btf:
             kflag = bool(info >> 31)
             name = self.string(name_off)
             t = BtfType(tid, kind, name, vlen, kflag, pos=self._types_at + pos - 12)
-            if kind in _SIZED:
+            if kind in SIZED_KINDS:
                 t.size = size_or_type
             else:
                 t.type = size_or_type
@@ -266,7 +266,7 @@ class Btf:
             if tid == 0:
                 return None
             t = self.get(tid)
-            if t.kind not in _MODIFIERS:
+            if t.kind not in MODIFIER_KINDS:
                 return t
             tid = t.type
         raise self._err(f"type id {tid}: modifier chain longer than {MAX_RESOLVE_DEPTH} (loop?)")
@@ -278,7 +278,7 @@ class Btf:
         t = self.skip_modifiers(tid)
         if t is None:
             raise self._err(f"type id {tid}: void has no size")
-        if t.kind in _SIZED:
+        if t.kind in SIZED_KINDS:
             return t.size
         if t.kind == KIND_PTR:
             return 8

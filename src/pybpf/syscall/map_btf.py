@@ -20,6 +20,7 @@ import errno
 import os
 
 from .. import kobj
+from ..loader import btf as B
 from . import constants as C
 
 ENOTSUPP = 524
@@ -42,10 +43,6 @@ _ALLOWED_IN = {"bpf_spin_lock": _LOCK_TYPES, "bpf_res_spin_lock": _LOCK_TYPES,
                "bpf_timer": _TIMER_TYPES, "bpf_wq": _TIMER_TYPES}
 BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG = 1 << 7, 1 << 8
 
-_KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION = 1, 2, 3, 4, 5
-_KIND_FWD, _KIND_FUNC, _KIND_FUNC_PROTO, _KIND_VAR, _KIND_DATASEC = 7, 12, 13, 14, 15
-_SIZED = frozenset({1, 4, 5, 6, 15, 16, 19})        # INT STRUCT UNION ENUM DATASEC FLOAT ENUM64
-_MODS = frozenset({8, 9, 10, 11, 18})               # TYPEDEF VOLATILE CONST RESTRICT TYPE_TAG
 
 
 def _err(code: int, what: str) -> OSError:
@@ -85,16 +82,16 @@ def type_size(btf, tid: int):
     t = types[tid] if 0 < tid < len(types) else None
     if t is None:
         return None
-    if t.kind in _MODS or t.kind == _KIND_VAR:
+    if t.kind in B.MODIFIER_KINDS or t.kind == B.KIND_VAR:
         t = _skip(types, tid, var=True)
         if t is None:
             return None
     k = t.kind
-    if k in _SIZED:
+    if k in B.SIZED_KINDS:
         return t, t.size
-    if k == _KIND_PTR:
+    if k == B.KIND_PTR:
         return t, 8
-    if k == _KIND_ARRAY:
+    if k == B.KIND_ARRAY:
         from .btf import _size_of
         size = _size_of(btf, t.id)
         return None if size is None else (t, size)
@@ -105,7 +102,7 @@ def _skip(types, tid: int, var: bool = False):
     """The type behind modifiers (and a VAR when ``var``); None for void, a bad id or a loop."""
     for _ in range(64):
         t = types[tid] if 0 < tid < len(types) else None
-        if t is None or not (t.kind in _MODS or var and t.kind == _KIND_VAR):
+        if t is None or not (t.kind in B.MODIFIER_KINDS or var and t.kind == B.KIND_VAR):
             return t
         tid = t.type
     return None
@@ -114,14 +111,14 @@ def _skip(types, tid: int, var: bool = False):
 def _special_field(btf, t, depth: int = 0) -> str | None:
     """The name of a Linux special struct (bpf_spin_lock, bpf_timer, ...) inside a value:
     a member of the struct or section, or of a struct or array inside it."""
-    if t is None or depth > 32 or t.kind not in (_KIND_STRUCT, _KIND_DATASEC):
+    if t is None or depth > 32 or t.kind not in (B.KIND_STRUCT, B.KIND_DATASEC):
         return None
     types = btf.types
     for m in t.members:
         mt = _skip(types, m.type, var=True)
-        while mt is not None and mt.kind == _KIND_ARRAY:
+        while mt is not None and mt.kind == B.KIND_ARRAY:
             mt = _skip(types, mt.elem_type)
-        if mt is not None and mt.kind == _KIND_STRUCT:
+        if mt is not None and mt.kind == B.KIND_STRUCT:
             found = (mt.name if _SPECIAL.get(mt.name) == mt.size
                      else _special_field(btf, mt, depth + 1))
             if found:
@@ -187,13 +184,13 @@ def _map_type_check(spec, key, value) -> None:
             if t != C.BPF_MAP_TYPE_ARRAY or spec.max_entries != 1:
                 raise _err(errno.EINVAL, "a key-less array with BTF must be a global section "
                                          "(array, max_entries 1)")
-            if value.kind != _KIND_DATASEC:
+            if value.kind != B.KIND_DATASEC:
                 raise _err(errno.EINVAL, "a key-less array's value type must be a DATASEC")
             return
-        if key.kind != _KIND_INT or key.bits != 32 or key.bit_offset:
+        if key.kind != B.KIND_INT or key.bits != 32 or key.bit_offset:
             raise _err(errno.EINVAL, "an array's key type must be a 32-bit integer")
     elif t == C.BPF_MAP_TYPE_LPM_TRIE:
-        if key is None or key.kind != _KIND_STRUCT:
+        if key is None or key.kind != B.KIND_STRUCT:
             raise _err(errno.EINVAL, "an LPM trie's key type must be a struct")
     elif t == C.BPF_MAP_TYPE_BLOOM_FILTER and key is not None:
         raise _err(errno.EINVAL, "a bloom filter has no key type")
