@@ -29,7 +29,9 @@ from .loader import read_object, resolve
 from .loader.spec import (DEFAULT_PIN_ROOT, MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS,
                           MAP_TYPE_PROG_ARRAY, PIN_BY_NAME, LineInfo, MapDef, ObjectSpec)
 from .map import Map
+from .syscall import constants as C
 from .syscall.constants import MAP_TYPE_NAMES
+from .syscall.map_btf import NO_BTF_TYPES
 
 MAP_TYPE_PERF_EVENT_ARRAY = 4
 
@@ -189,8 +191,9 @@ def _max_entries(m: MapDef) -> int:
     return m.max_entries
 
 
-# map types libbpf creates without BTF type ids (their values are fds, or they have no key)
-_NO_BTF_TYPES = frozenset({4, 8, 7, 12, 13, 14, 25, 16, 17, 15, 18, 22, 23, 33})
+# map types libbpf creates without BTF type ids: those whose values are fds or ids (which
+# Linux refuses BTF for), and the keyless queue, stack and arena
+_NO_BTF_TYPES = NO_BTF_TYPES | {C.BPF_MAP_TYPE_QUEUE, C.BPF_MAP_TYPE_STACK, C.BPF_MAP_TYPE_ARENA}
 
 
 def _create_one(obj: BpfObject, m: MapDef, inner: Map | None = None) -> Map:

@@ -27,10 +27,10 @@ ENOTSUPP = 524
 HOLD_TAG = "btf"
 
 # map types whose map_check_btf is map_check_no_btf: their values are fds / ids
-_NO_BTF = frozenset({4, 7, 8, 12, 13, 14, 15, 16, 17, 18, 25})
+NO_BTF_TYPES = frozenset({4, 7, 8, 12, 13, 14, 15, 16, 17, 18, 25})
 # map types with a map_check_btf of their own (the others need a key type)
 _OWN_CHECK = frozenset({C.BPF_MAP_TYPE_ARRAY, C.BPF_MAP_TYPE_PERCPU_ARRAY, C.BPF_MAP_TYPE_LPM_TRIE,
-                        C.BPF_MAP_TYPE_BLOOM_FILTER}) | _NO_BTF
+                        C.BPF_MAP_TYPE_BLOOM_FILTER}) | NO_BTF_TYPES
 # structs Linux gives a meaning inside map values (btf_parse_fields), by their size there;
 # pybpf has none of them
 _SPECIAL = {"bpf_spin_lock": 4, "bpf_res_spin_lock": 8, "bpf_timer": 16, "bpf_wq": 16,
@@ -177,7 +177,7 @@ def check_map_btf(spec, btf_fd: int, key_id: int, value_id: int):
 def _map_type_check(spec, key, value) -> None:
     """The map type's own map_check_btf (key is None for a key-less map)."""
     t = spec.map_type
-    if t in _NO_BTF:
+    if t in NO_BTF_TYPES:
         raise _err(ENOTSUPP, f"{C.MAP_TYPE_NAMES.get(t, t)} maps take no BTF")
     if t in (C.BPF_MAP_TYPE_ARRAY, C.BPF_MAP_TYPE_PERCPU_ARRAY):
         if key is None:
