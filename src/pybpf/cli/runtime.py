@@ -78,9 +78,10 @@ def _btf_types(obj, maps) -> dict:
     btf = spec.btf
     if spec.btf_for_kernel:
         from ..loader.btf import Btf
+        from ..loader.errors import ElfError
         try:
             btf = Btf(spec.btf_for_kernel)
-        except Exception:        # the original BTF still names every map's types
+        except ElfError:        # the original BTF still names every map's types
             btf = spec.btf
     out = {}
     for name in maps:
