@@ -48,6 +48,26 @@ def test_root_on_unsuitable_fs_is_a_clear_error(monkeypatch, tmp_path):
         kobj.root()
 
 
+def test_root_half_made_by_another_process_is_completed(monkeypatch, bpffs):
+    """A process may find the tree while another is still creating it (a CI failure once)."""
+    root = os.path.join(bpffs, "fresh")
+    os.makedirs(os.path.join(root, kobj.fs.STORE_NAME, "holds"))
+    monkeypatch.setenv("PYBPF_FS", root)
+    assert kobj.root() == root
+    assert os.path.isdir(os.path.join(root, kobj.fs.STORE_NAME, "tmp"))
+
+
+def test_processes_creating_the_root_at_once(bpffs):
+    root = os.path.join(bpffs, "raced")
+    env = dict(os.environ, PYBPF_FS=root)
+    code = "from pybpf import kobj\nkobj.root()\n"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+             for _ in range(8)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err.decode()
+
+
 def test_linux_paths_are_aliases(bpffs):
     assert kobj.translate("/sys/fs/bpf/a/b") == os.path.join(bpffs, "a/b")
     assert kobj.translate("/sys/fs/bpf") == bpffs

@@ -29,11 +29,14 @@ def root() -> str:
 
 
 _checked: set[str] = set()
+_STORE_SUBDIRS = ("holds", "tmp")
 
 
 def _ensure(path: str) -> None:
     store = os.path.join(path, STORE_NAME)
-    if not os.path.isdir(os.path.join(store, "holds")):     # (re)created if someone removed it
+    # Every part is checked, not one marker: a process starting while another is still
+    # creating the tree must not see it half made (or after someone removed a part).
+    if not all(os.path.isdir(os.path.join(store, sub)) for sub in _STORE_SUBDIRS):
         _make(path, store)
     if path not in _checked:
         _probe(store)
@@ -67,7 +70,7 @@ def _probe(store: str) -> None:
 
 def _make(path: str, store: str) -> None:
     os.makedirs(path, mode=0o755, exist_ok=True)
-    for sub in ("", "holds", "tmp"):
+    for sub in ("",) + _STORE_SUBDIRS:
         d = os.path.join(store, sub)
         try:
             os.mkdir(d, 0o1777)
