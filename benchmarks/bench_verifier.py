@@ -1,8 +1,10 @@
 """Verification time: pybpf's verifier against the host kernel's, on the same programs.
 
 Programs: a 1500-byte checksum loop over XDP packet data (750 16-bit words, each load
-proved in bounds by a comparison with data_end), and the corpus program that costs the
-most processed instructions (cases marked @slow excluded).  The kernel's figure is the
+proved in bounds by a comparison with data_end), the corpus program that costs the
+most processed instructions (cases marked @slow excluded), and a loop that runs into the
+limit of 1 000 000 processed instructions (rejected with E2BIG by both: the worst case of
+state comparison, as every iteration is compared with the stored states of the loop).  The kernel's figure is the
 ``verification time`` it reports with log_level 4 (BPF_LOG_STATS).  Every program of
 tests/verifier_cases/c is measured too; those with callbacks are loaded with their BTF
 and func_info, in pybpf as in the kernel.  The last line gives the largest and the median
@@ -14,6 +16,7 @@ Usage: python benchmarks/bench_verifier.py [--repeat N]
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import statistics
@@ -58,7 +61,18 @@ drop:
 """
 
 
-def pybpf_time(insns, prog_type, maps, repeat, btf=None):
+# every iteration has a new constant in r9: no state is ever equal to a stored one
+TO_THE_LIMIT = """
+  r9 = 0
+loop:
+  r9 -= 1
+  if w9 > 0 goto loop
+  r0 = 0
+  exit
+"""
+
+
+def pybpf_time(insns, prog_type, maps, repeat, btf=None, expect_errno=0):
     times = []
     res = None
     kw = {"func_info": btf[0], "btf": btf[1]} if btf else {}
@@ -66,11 +80,11 @@ def pybpf_time(insns, prog_type, maps, repeat, btf=None):
         t = time.perf_counter()
         res = verify(insns, prog_type=prog_type, maps=maps, license="GPL", **kw)
         times.append(time.perf_counter() - t)
-    assert res.ok, res.log
+    assert (res.errno == expect_errno) if expect_errno else res.ok, res.log
     return statistics.median(times) * 1e6, res.processed
 
 
-def kernel_time(insns, prog_type, maps, repeat, btf=None):
+def kernel_time(insns, prog_type, maps, repeat, btf=None, expect_errno=0):
     try:
         from kernel_oracle import kernel_available, kernel_map_create, kernel_prog_load
     except Exception:
@@ -93,9 +107,10 @@ def kernel_time(insns, prog_type, maps, repeat, btf=None):
                 pfd, err, log = kernel_load(encode(patched), prog_type, btf[2], btf[0], log_level=4)
             else:
                 pfd, err, log = kernel_prog_load(encode(patched), prog_type, log_level=4)
-            if pfd < 0:
+            if pfd < 0 and err != expect_errno:
                 return None
-            os.close(pfd)
+            if pfd >= 0:
+                os.close(pfd)
             m = re.search(r"verification time (\d+) usec", log)
             times.append(int(m.group(1)))
         return statistics.median(times)
@@ -149,17 +164,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    rows = [("checksum loop, 1500 bytes (xdp)", assemble(CHECKSUM), progtypes.XDP, {}, None)]
-    rows += clang_programs()
+    rows = [("checksum loop, 1500 bytes (xdp)", assemble(CHECKSUM), progtypes.XDP, {}, None, 0)]
+    rows += [row + (0,) for row in clang_programs()]
     best = largest_corpus_case()
     if best:
         _, case, insns = best
-        rows.append((f"largest corpus program ({case.id})", insns, case.prog_type, case.maps, None))
+        rows.append((f"largest corpus program ({case.id})", insns, case.prog_type, case.maps, None, 0))
+    rows.append(("loop to the 1M-insn limit (E2BIG)", assemble(TO_THE_LIMIT), progtypes.XDP, {}, None,
+                 errno.E2BIG))
     print(f"{'program':48} {'insns':>6} {'processed':>9} {'pybpf us':>10} {'kernel us':>10} {'ratio':>7}")
     ratios = []
-    for name, insns, pt, maps, btf in rows:
-        ours, processed = pybpf_time(insns, pt, maps, args.repeat, btf)
-        k = kernel_time(insns, pt, maps, args.repeat, btf)
+    for name, insns, pt, maps, btf, expect in rows:
+        repeat = 1 if expect else args.repeat      # (seconds per run)
+        ours, processed = pybpf_time(insns, pt, maps, repeat, btf, expect)
+        k = kernel_time(insns, pt, maps, repeat, btf, expect)
         if k:
             ratios.append(ours / k)
         ratio = f"{ours / k:7.1f}" if k else "    n/a"

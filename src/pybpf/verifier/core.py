@@ -17,7 +17,7 @@ from ..isa import opcodes as op
 from ..isa.insn import Insn, check_insn
 from .log import format_insn
 from .regstate import SCALAR
-from .state import Checkpoint, State, inherit_precision, states_equal
+from .state import Checkpoint, State, inherit_precision, loop_key, states_equal
 from . import backtrack, scc
 
 from .env import Env, PathDone, VerifyError
@@ -81,6 +81,7 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
         keep = []
         hit = False
         site = st.frames[-1].callsite
+        cur_key = None
         # Linux puts a new state at the head of its list: the newest is compared first, and a
         # hit ends the walk before older states count a miss
         for cp in reversed(lst):
@@ -102,7 +103,10 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                     keep.append(cp)
                     continue
             elif cp.branches > 0:
-                if cp.state.unroll == st.unroll and states_equal(cp.state, st, masks, True, env.priv):
+                if cur_key is None:
+                    cur_key = loop_key(st)
+                if cp.state.unroll == st.unroll and cp.loop_key() == cur_key \
+                        and states_equal(cp.state, st, masks, True, env.priv):
                     if env.log.on:
                         env.log.write(f"infinite loop detected at insn {idx}\n")
                         env.log.write("cur state:" + env.reg_str(st, all_=True) + "\n")
@@ -286,6 +290,7 @@ def explore(env: Env, st: State, start: int = 0) -> None:
     for i in range(env.n):
         handlers[i] = first
     lv = env.stack_lv
+    texts: list[str | None] = [None] * env.n      # each instruction's log text, made once
     if env.bt_log:
         st.hist = []
     while True:
@@ -321,7 +326,10 @@ def explore(env: Env, st: State, start: int = 0) -> None:
                                 log.write(f"{idx}:{env.reg_str(st, all_=True)}\n")
                         else:
                             log.write(f"{idx}:{env.reg_str(st, all_=True)}\n")
-                    log.insn(idx, format_insn(env.insns, idx))
+                    text = texts[idx]
+                    if text is None:
+                        text = texts[idx] = format_insn(insns, idx)
+                    log.insn(idx, text)
                     env.scratched.clear()
                     env.scratched_slots.clear()
                 print_state = popped = deferred = False

@@ -148,10 +148,10 @@ class Env:
         if f.frameno:
             parts.append(f" frame{f.frameno}:")
         unpriv = not self.priv
-        for i, r in enumerate(f.regs):
-            if r.type == NOT_INIT:
-                continue
-            if all_ or i in self.scratched:
+        regs = f.regs
+        for i in (range(11) if all_ else sorted(self.scratched)):
+            r = regs[i]
+            if r.type != NOT_INIT:
                 parts.append(f" R{i}={fmt_reg(r, f.frameno, unpriv)}")
         only = None if all_ else self.scratched_slots
         parts.extend(" " + s for s in fmt_slots(f, only, lambda r: fmt_reg(r, f.frameno, unpriv)))

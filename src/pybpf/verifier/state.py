@@ -39,7 +39,7 @@ class State:
 
 class Checkpoint:
     """A state stored at a prune point; ``branches`` counts paths below it still being explored."""
-    __slots__ = ("state", "parent", "branches", "insn", "hit", "miss", "hist", "evicted")
+    __slots__ = ("state", "parent", "branches", "insn", "hit", "miss", "hist", "evicted", "_key")
 
     def __init__(self, state: State, parent, insn: int):
         self.state = state
@@ -50,6 +50,21 @@ class Checkpoint:
         self.miss = 0
         self.hist = state.hist     # the instructions that led here from the previous checkpoint
         self.evicted = False       # dropped from the list but still counted (Linux: free list)
+        self._key = None
+
+    def loop_key(self) -> tuple:
+        """:func:`loop_key` of the stored state, which keeps its registers' values."""
+        if self._key is None:
+            self._key = loop_key(self.state)
+        return self._key
+
+
+def loop_key(st: State) -> tuple:
+    """The registers' types and values: two states equal exactly only if their keys are equal,
+    and a loop's successive states nearly always differ here, so one tuple comparison rejects
+    them (Linux's states_maybe_looping, for every frame)."""
+    return tuple((r.type, r.var, r.off) if r.type != NOT_INIT else NOT_INIT
+                 for f in st.frames for r in f.regs)
 
 
 class IdMap:
@@ -183,15 +198,15 @@ def states_equal(old: State, cur: State, live_masks: list[int], exact: bool, pri
             return False        # (an earlier callback iteration is not covered by a later one)
         ro, rc = fo.regs, fc.regs
         if exact:
+            # A loop's states usually differ in one register's value: look at every register's
+            # value before comparing any register whole (Linux: states_maybe_looping).
             for i in range(11):
                 o, c = ro[i], rc[i]
-                if o.type != c.type:
+                if o.type != c.type or o.type != NOT_INIT and (o.var != c.var or o.off != c.off):
                     return False
-                if o.type == NOT_INIT:
-                    continue
-                if o.var != c.var or o.off != c.off:
-                    return False        # the usual way states differ, found without tuples
-                if not regsafe(o, c, idmap, True):
+            for i in range(11):
+                o, c = ro[i], rc[i]
+                if o.type != NOT_INIT and not regsafe(o, c, idmap, True):
                     return False
         else:
             for i in range(11):
