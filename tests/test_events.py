@@ -270,7 +270,7 @@ def test_run_cli_with_elf(tmp_path, capture):
     pkts = list(read_packets(out))
     assert len(pkts) == 20 and all(p.data[0] == 0xEE and len(p.data) == 60 for p in pkts)
     res = CliRunner().invoke(run_cmd, [str(obj), "nosuch", "--pcap", str(capture)])
-    assert res.exit_code != 0 and "no program 'nosuch'" in str(res.exception or res.output)
+    assert res.exit_code != 0 and "no program 'nosuch' (has: filter)" in str(res.exception or res.output)
 
 
 def test_run_cli_with_assembler(tmp_path, capture):

@@ -39,10 +39,11 @@ def load_target(path: Path, program: str | None, prog_type: str | None):
         from ..object import load
         obj = load(path)
         progs = {n: p for n, p in obj.programs.items() if p.type in TYPE_NAMES}
+        names = ", ".join(obj.programs) or "none"     # (closing the object empties it)
         if program is not None:
             if program not in obj.programs:
                 obj.close()
-                raise RunCliError(f"{path}: no program '{program}' (has: {', '.join(obj.programs) or 'none'})")
+                raise RunCliError(f"{path}: no program '{program}' (has: {names})")
             prog = obj.programs[program]
             if prog.type not in TYPE_NAMES:
                 obj.close()
@@ -51,7 +52,7 @@ def load_target(path: Path, program: str | None, prog_type: str | None):
         elif not progs:
             obj.close()
             raise RunCliError(f"{path}: no socket_filter, sched_cls, sched_act or xdp program "
-                              f"(has: {', '.join(obj.programs) or 'none'})")
+                              f"(has: {names})")
         elif len(progs) > 1:
             obj.close()
             raise RunCliError(f"{path}: several packet programs ({', '.join(progs)}): name one")
