@@ -9,7 +9,8 @@ from pybpf.verifier import tnum
 from pybpf.verifier.regstate import Reg
 
 
-# The straightforward formulation (the verifier's first version), kept as the reference.
+# The straightforward formulation (the verifier's first version, now with Linux's three rounds
+# of deduction and no early stop), kept as the reference.
 def reference_sync(r) -> None:
     """Bring every bound family and the tnum into agreement (kernel: reg_bounds_sync).
 
@@ -51,87 +52,78 @@ def reference_sync(r) -> None:
             umax = v | m
         if _:
             break
-        # 32-bit facts from 64-bit ones
-        if (umin >> 32) == (umax >> 32):
-            u32min = max(u32min, umin & U32)
-            u32max = min(u32max, umax & U32)
-            a, b = s32(umin), s32(umax)
+        # Linux's __reg_deduce_bounds, three times in a row
+        for _round in range(3):
+            # 32-bit facts from 64-bit ones
+            if (umin >> 32) == (umax >> 32):
+                u32min = max(u32min, umin & U32)
+                u32max = min(u32max, umax & U32)
+                a, b = s32(umin), s32(umax)
+                if a <= b:
+                    s32min = max(s32min, a)
+                    s32max = min(s32max, b)
+            if (smin >> 32) == (smax >> 32):
+                u32min = max(u32min, smin & U32)
+                u32max = min(u32max, smax & U32)
+                a, b = s32(smin), s32(smax)
+                if a <= b:
+                    s32min = max(s32min, a)
+                    s32max = min(s32max, b)
+            # upper halves two consecutive numbers, lower halves a range through zero
+            if ((umin >> 32) + 1) & U32 == (umax >> 32) & U32 and s32(umin) < 0 <= s32(umax):
+                s32min = max(s32min, s32(umin))
+                s32max = min(s32max, s32(umax))
+            if (((smin >> 32) + 1) & U32) == (smax >> 32) & U32 and s32(smin) < 0 <= s32(smax):
+                s32min = max(s32min, s32(smin))
+                s32max = min(s32max, s32(smax))
+            a, b = s32(u32min), s32(u32max)
             if a <= b:
                 s32min = max(s32min, a)
                 s32max = min(s32max, b)
-        if (smin >> 32) == (smax >> 32):
-            u32min = max(u32min, smin & U32)
-            u32max = min(u32max, smax & U32)
-            a, b = s32(smin), s32(smax)
+            if (s32min & U32) <= (s32max & U32):
+                u32min = max(u32min, s32min & U32)
+                u32max = min(u32max, s32max & U32)
+            elif u32max < (s32min & U32):
+                # the s32 range wraps through the sign boundary, the u32 range overlaps one end
+                s32min = s32(u32min)
+                u32max = min(u32max, s32max & U32)
+            elif (s32max & U32) < u32min:
+                s32max = s32(u32max)
+                u32min = max(u32min, s32min & U32)
+            # signed and unsigned 64-bit facts
+            a, b = s64(umin), s64(umax)
             if a <= b:
-                s32min = max(s32min, a)
-                s32max = min(s32max, b)
-        # upper halves two consecutive numbers, lower halves a range through zero
-        if ((umin >> 32) + 1) & U32 == (umax >> 32) & U32 and s32(umin) < 0 <= s32(umax):
-            s32min = max(s32min, s32(umin))
-            s32max = min(s32max, s32(umax))
-        if (((smin >> 32) + 1) & U32) == (smax >> 32) & U32 and s32(smin) < 0 <= s32(smax):
-            s32min = max(s32min, s32(smin))
-            s32max = min(s32max, s32(smax))
-        a, b = s32(u32min), s32(u32max)
-        if a <= b:
-            s32min = max(s32min, a)
-            s32max = min(s32max, b)
-        if (s32min & U32) <= (s32max & U32):
-            u32min = max(u32min, s32min & U32)
-            u32max = min(u32max, s32max & U32)
-        elif u32max < (s32min & U32):
-            # the s32 range wraps through the sign boundary, the u32 range overlaps one end
-            s32min = s32(u32min)
-            u32max = min(u32max, s32max & U32)
-        elif (s32max & U32) < u32min:
-            s32max = s32(u32max)
-            u32min = max(u32min, s32min & U32)
-        # signed and unsigned 64-bit facts
-        a, b = s64(umin), s64(umax)
-        if a <= b:
-            smin = max(smin, a)
-            smax = min(smax, b)
-        if (smin & U64) <= (smax & U64):
-            umin = max(umin, smin & U64)
-            umax = min(umax, smax & U64)
-        elif umax < (smin & U64):
-            # the signed range wraps through the sign boundary and the unsigned range
-            # overlaps only its non-negative end
-            smin = s64(umin)
-            umax = min(umax, smax & U64)
-        elif (smax & U64) < umin:
-            smax = s64(umax)
-            umin = max(umin, smin & U64)
-        # 64-bit facts from 32-bit ones
-        hi = ~U32 & U64
-        umin = max(umin, (umin & hi) | u32min)
-        umax = min(umax, (umax & hi) | u32max)
-        smin = max(smin, s64((smin & hi) | u32min))
-        smax = min(smax, s64((smax & hi) | u32max))
-        if (s32min & U32) <= (s32max & U32):
-            lo, up = s32min & U32, s32max & U32
-            umin = max(umin, (umin & hi) | lo)
-            umax = min(umax, (umax & hi) | up)
-            smin = max(smin, s64((smin & hi) | lo))
-            smax = min(smax, s64((smax & hi) | up))
-        # a non-negative s32 range inside a 64-bit range within s32: upper half all zeros
-        if s32min >= 0 and smin >= -(1 << 31) and smax <= (1 << 31) - 1:
-            smin = umin = s32min
-            smax = umax = s32max
-        a, b = s64(umin), s64(umax)
-        if a <= b:
-            smin = max(smin, a)
-            smax = min(smax, b)
-        if (smin & U64) <= (smax & U64):
-            umin = max(umin, smin & U64)
-            umax = min(umax, smax & U64)
-        elif umax < (smin & U64):
-            smin = s64(umin)
-            umax = min(umax, smax & U64)
-        elif (smax & U64) < umin:
-            smax = s64(umax)
-            umin = max(umin, smin & U64)
+                smin = max(smin, a)
+                smax = min(smax, b)
+            if (smin & U64) <= (smax & U64):
+                umin = max(umin, smin & U64)
+                umax = min(umax, smax & U64)
+            elif umax < (smin & U64):
+                # the signed range wraps through the sign boundary and the unsigned range
+                # overlaps only its non-negative end
+                smin = s64(umin)
+                umax = min(umax, smax & U64)
+            elif (smax & U64) < umin:
+                smax = s64(umax)
+                umin = max(umin, smin & U64)
+            # 64-bit facts from 32-bit ones
+            hi = ~U32 & U64
+            umin = max(umin, (umin & hi) | u32min)
+            umax = min(umax, (umax & hi) | u32max)
+            smin = max(smin, s64((smin & hi) | u32min))
+            smax = min(smax, s64((smax & hi) | u32max))
+            if (s32min & U32) <= (s32max & U32):
+                lo, up = s32min & U32, s32max & U32
+                umin = max(umin, (umin & hi) | lo)
+                umax = min(umax, (umax & hi) | up)
+                smin = max(smin, s64((smin & hi) | lo))
+                smax = min(smax, s64((smax & hi) | up))
+            # a non-negative s32 range inside a 64-bit range within s32: upper half all zeros
+            if s32min >= 0 and smin >= -(1 << 31) and smax <= (1 << 31) - 1:
+                smin = umin = s32min
+                smax = umax = s32max
+                if smin <= smax:    # (the fast version leaves this to the tnum step below)
+                    v, m = tnum.intersect((v, m), tnum.range_(smin, smax))
         # tnum from the ranges
         if umin <= umax:
             v, m = tnum.intersect((v, m), tnum.range_(umin, umax))

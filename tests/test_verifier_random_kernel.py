@@ -24,7 +24,6 @@ import pytest
 
 from kernel_oracle import kernel_available, kernel_prog_load
 from kernel_unpriv import unpriv_bpf, unpriv_prog_load  # noqa: F401 (fixture)
-from pybpf.isa import opcodes as op
 from pybpf.isa.insn import encode
 from pybpf.verifier import progtypes, verify
 from random_programs import MAP, MAP_FD, gen_packet_program, gen_program
@@ -46,20 +45,11 @@ FAMILIES = {
 
 # Classes of difference from Linux 6.18 not fixed yet: (predicate(program, kernel log, pybpf
 # log) -> bool, what is still compared, reason).  "verdict" keeps verdict/errno/error line.
-def _jmp32_reg_signed(insns, klog, ourlog, diffs):
-    return any(i.code & 0x07 == op.JMP32 and i.code & op.X and i.code & 0xF0 in
-               (op.JSGT, op.JSGE, op.JSLT, op.JSLE) for i in insns) and \
-        all(c == "log" for c, _ in diffs)
-
-
 KNOWN_DIFFERENCES: list[tuple] = [
     (lambda insns, k, o, d: bool(d) and all(c == "stats" for c, _ in d), "verdict",
      "statistics only: in about 1 program in 1000 pybpf stores or prunes states at other "
      "points than Linux (processed/total_states differ while verdict and log agree); not "
      "investigated yet"),
-    (_jmp32_reg_signed, "verdict",
-     "a 32-bit signed comparison of two registers refines the 32-bit unsigned bounds less "
-     "than Linux in rare cases (umin32 stays below what Linux derives); not investigated yet"),
 ]
 
 

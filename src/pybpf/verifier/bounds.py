@@ -3,8 +3,9 @@
 Functions here work on any object with the scalar fields of
 :class:`~pybpf.verifier.regstate.Reg` (``var``, ``smin`` .. ``u32max``).  The
 deduction rules follow the ones Linux documents for its verifier: each bound
-family tightens the others until nothing changes (one round is enough in
-practice, as in the kernel).
+family tightens the others in rounds of the kernel's order (32-bit, 64-bit,
+then mixed facts); three rounds at most, as in the kernel, even where a fourth
+would tighten further: pybpf derives what Linux derives.
 """
 
 from __future__ import annotations
@@ -132,9 +133,9 @@ def bound_offset(r) -> None:
 def sync(r) -> None:
     """Bring every bound family and the tnum into agreement (kernel: reg_bounds_sync).
 
-    The steps are those of :func:`update_bounds`, the 32-bit, 64-bit and mixed
-    deductions and :func:`bound_offset`, done on local variables because this
-    runs for nearly every ALU instruction and branch.
+    The steps are those of :func:`update_bounds`, three rounds of the 32-bit,
+    64-bit and mixed deductions and :func:`bound_offset`, done on local variables
+    because this runs for nearly every ALU instruction and branch.
     """
     v, m = r.var
     if m == 0 and r.umin <= v <= r.umax and r.smin <= s64(v) <= r.smax:
@@ -178,149 +179,136 @@ def sync(r) -> None:
             umax = v | m
         if _:
             break
-        # 32-bit facts from 64-bit ones (comparisons written out: this is the hot path)
-        if (umin >> 32) == (umax >> 32):
-            lo, up = umin & U32, umax & U32
-            if lo > u32min:
-                u32min = lo
-            if up < u32max:
-                u32max = up
-            a = lo - 0x100000000 if lo >> 31 else lo
-            b = up - 0x100000000 if up >> 31 else up
-            if a <= b:
-                if a > s32min:
-                    s32min = a
-                if b < s32max:
-                    s32max = b
-        if (smin >> 32) == (smax >> 32):
-            lo, up = smin & U32, smax & U32
-            if lo > u32min:
-                u32min = lo
-            if up < u32max:
-                u32max = up
-            a = lo - 0x100000000 if lo >> 31 else lo
-            b = up - 0x100000000 if up >> 31 else up
-            if a <= b:
-                if a > s32min:
-                    s32min = a
-                if b < s32max:
-                    s32max = b
-        # upper halves two consecutive numbers, lower halves a range through zero
-        if ((umin >> 32) + 1) & U32 == (umax >> 32) & U32:
-            a, b = s32(umin), s32(umax)
-            if a < 0 <= b:
-                if a > s32min:
-                    s32min = a
-                if b < s32max:
-                    s32max = b
-        if (((smin >> 32) + 1) & U32) == (smax >> 32) & U32:
-            a, b = s32(smin), s32(smax)
-            if a < 0 <= b:
-                if a > s32min:
-                    s32min = a
-                if b < s32max:
-                    s32max = b
-        a = u32min - 0x100000000 if u32min >> 31 else u32min
-        b = u32max - 0x100000000 if u32max >> 31 else u32max
-        if a <= b:
-            if a > s32min:
-                s32min = a
-            if b < s32max:
-                s32max = b
-        lo, up = s32min & U32, s32max & U32
-        if lo <= up:
-            if lo > u32min:
-                u32min = lo
-            if up < u32max:
-                u32max = up
-        elif u32max < lo:
-            # the s32 range wraps through the sign boundary and the u32 range overlaps only
-            # its non-negative end (or only its negative end, below)
-            s32min = u32min - 0x100000000 if u32min >> 31 else u32min
-            if up < u32max:
-                u32max = up
-        elif up < u32min:
-            s32max = u32max - 0x100000000 if u32max >> 31 else u32max
-            if lo > u32min:
-                u32min = lo
-        # signed and unsigned 64-bit facts
-        a = umin - 0x10000000000000000 if umin >> 63 else umin
-        b = umax - 0x10000000000000000 if umax >> 63 else umax
-        if a <= b:
-            if a > smin:
-                smin = a
-            if b < smax:
-                smax = b
-        lo, up = smin & U64, smax & U64
-        if lo <= up:
-            if lo > umin:
-                umin = lo
-            if up < umax:
-                umax = up
-        elif umax < lo:
-            # the signed range wraps through the sign boundary and the unsigned range
-            # overlaps only its non-negative end
-            smin = s64(umin)
-            if up < umax:
-                umax = up
-        elif up < umin:
-            smax = s64(umax)
-            if lo > umin:
-                umin = lo
-        # 64-bit facts from 32-bit ones
+        # Linux deduces three times in a row (32-bit, 64-bit, then mixed facts): what one
+        # round learns can feed an earlier step of the next, e.g. an s32 bound that made
+        # u32 tighter makes s32 tighter in turn.  A round that changes nothing is a fixed
+        # point, so the rounds left would change nothing either.
         hi = _HI32
-        x = (umin & hi) | u32min
-        if x > umin:
-            umin = x
-        x = (umax & hi) | u32max
-        if x < umax:
-            umax = x
-        x = s64((smin & hi) | u32min)
-        if x > smin:
-            smin = x
-        x = s64((smax & hi) | u32max)
-        if x < smax:
-            smax = x
-        lo, up = s32min & U32, s32max & U32
-        if lo <= up:
-            x = (umin & hi) | lo
+        for _r in (0, 1, 2):
+            before = (smin, smax, umin, umax, s32min, s32max, u32min, u32max)
+            # 32-bit facts from 64-bit ones (comparisons written out: this is the hot path)
+            if (umin >> 32) == (umax >> 32):
+                lo, up = umin & U32, umax & U32
+                if lo > u32min:
+                    u32min = lo
+                if up < u32max:
+                    u32max = up
+                a = lo - 0x100000000 if lo >> 31 else lo
+                b = up - 0x100000000 if up >> 31 else up
+                if a <= b:
+                    if a > s32min:
+                        s32min = a
+                    if b < s32max:
+                        s32max = b
+            if (smin >> 32) == (smax >> 32):
+                lo, up = smin & U32, smax & U32
+                if lo > u32min:
+                    u32min = lo
+                if up < u32max:
+                    u32max = up
+                a = lo - 0x100000000 if lo >> 31 else lo
+                b = up - 0x100000000 if up >> 31 else up
+                if a <= b:
+                    if a > s32min:
+                        s32min = a
+                    if b < s32max:
+                        s32max = b
+            # upper halves two consecutive numbers, lower halves a range through zero
+            if ((umin >> 32) + 1) & U32 == (umax >> 32) & U32:
+                a, b = s32(umin), s32(umax)
+                if a < 0 <= b:
+                    if a > s32min:
+                        s32min = a
+                    if b < s32max:
+                        s32max = b
+            if (((smin >> 32) + 1) & U32) == (smax >> 32) & U32:
+                a, b = s32(smin), s32(smax)
+                if a < 0 <= b:
+                    if a > s32min:
+                        s32min = a
+                    if b < s32max:
+                        s32max = b
+            a = u32min - 0x100000000 if u32min >> 31 else u32min
+            b = u32max - 0x100000000 if u32max >> 31 else u32max
+            if a <= b:
+                if a > s32min:
+                    s32min = a
+                if b < s32max:
+                    s32max = b
+            lo, up = s32min & U32, s32max & U32
+            if lo <= up:
+                if lo > u32min:
+                    u32min = lo
+                if up < u32max:
+                    u32max = up
+            elif u32max < lo:
+                # the s32 range wraps through the sign boundary and the u32 range overlaps only
+                # its non-negative end (or only its negative end, below)
+                s32min = u32min - 0x100000000 if u32min >> 31 else u32min
+                if up < u32max:
+                    u32max = up
+            elif up < u32min:
+                s32max = u32max - 0x100000000 if u32max >> 31 else u32max
+                if lo > u32min:
+                    u32min = lo
+            # signed and unsigned 64-bit facts
+            a = umin - 0x10000000000000000 if umin >> 63 else umin
+            b = umax - 0x10000000000000000 if umax >> 63 else umax
+            if a <= b:
+                if a > smin:
+                    smin = a
+                if b < smax:
+                    smax = b
+            lo, up = smin & U64, smax & U64
+            if lo <= up:
+                if lo > umin:
+                    umin = lo
+                if up < umax:
+                    umax = up
+            elif umax < lo:
+                # the signed range wraps through the sign boundary and the unsigned range
+                # overlaps only its non-negative end
+                smin = s64(umin)
+                if up < umax:
+                    umax = up
+            elif up < umin:
+                smax = s64(umax)
+                if lo > umin:
+                    umin = lo
+            # 64-bit facts from 32-bit ones
+            x = (umin & hi) | u32min
             if x > umin:
                 umin = x
-            x = (umax & hi) | up
+            x = (umax & hi) | u32max
             if x < umax:
                 umax = x
-            x = s64((smin & hi) | lo)
+            x = s64((smin & hi) | u32min)
             if x > smin:
                 smin = x
-            x = s64((smax & hi) | up)
+            x = s64((smax & hi) | u32max)
             if x < smax:
                 smax = x
-        # a non-negative 32-bit range while the 64-bit one stays within s32 (as after a
-        # sign-extending load): the upper half cannot be all ones, so it is all zeros
-        if s32min >= 0 and smin >= S32_MIN and smax <= S32_MAX:
-            smin = umin = s32min
-            smax = umax = s32max
-        a = umin - 0x10000000000000000 if umin >> 63 else umin
-        b = umax - 0x10000000000000000 if umax >> 63 else umax
-        if a <= b:
-            if a > smin:
-                smin = a
-            if b < smax:
-                smax = b
-        lo, up = smin & U64, smax & U64
-        if lo <= up:
-            if lo > umin:
-                umin = lo
-            if up < umax:
-                umax = up
-        elif umax < lo:     # as above: Linux deduces twice
-            smin = s64(umin)
-            if up < umax:
-                umax = up
-        elif up < umin:
-            smax = s64(umax)
-            if lo > umin:
-                umin = lo
+            lo, up = s32min & U32, s32max & U32
+            if lo <= up:
+                x = (umin & hi) | lo
+                if x > umin:
+                    umin = x
+                x = (umax & hi) | up
+                if x < umax:
+                    umax = x
+                x = s64((smin & hi) | lo)
+                if x > smin:
+                    smin = x
+                x = s64((smax & hi) | up)
+                if x < smax:
+                    smax = x
+            # a non-negative 32-bit range while the 64-bit one stays within s32 (as after a
+            # sign-extending load): the upper half cannot be all ones, so it is all zeros
+            if s32min >= 0 and smin >= S32_MIN and smax <= S32_MAX:
+                smin = umin = s32min
+                smax = umax = s32max
+            if (smin, smax, umin, umax, s32min, s32max, u32min, u32max) == before:
+                break
         # tnum from the ranges
         if umin <= umax:
             chi = umin ^ umax

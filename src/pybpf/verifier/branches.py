@@ -99,9 +99,12 @@ def refine(d: Reg, s: Reg, o: int, is32: bool) -> bool:
             t = tnum.intersect(d.var, s.var)
             d.var = s.var = t
     elif o == op.JNE:
-        if not s.is_const and d.is_const:
+        # constant in the compared width: for a 32-bit jump, a register whose low half is
+        # known is the constant side even where its upper half is not
+        cmask = B.U32 if is32 else B.U64
+        if d.var[1] & cmask == 0 and s.var[1] & cmask:
             d, s = s, d
-        if s.var[1] == 0 if not is32 else tnum.subreg(s.var)[1] == 0:
+        if s.var[1] & cmask == 0:
             v = g(s, umin_n)
             sv = g(s, smin_n)
             if g(d, umin_n) == v:
@@ -113,7 +116,8 @@ def refine(d: Reg, s: Reg, o: int, is32: bool) -> bool:
             if g(d, smax_n) == sv:
                 setattr(d, smax_n, sv - 1)
     elif o == op.JSET or o == -op.JSET:
-        if not s.is_const and d.is_const:
+        cmask = B.U32 if is32 else B.U64
+        if d.var[1] & cmask == 0 and s.var[1] & cmask:
             d, s = s, d
         sv = tnum.subreg(s.var) if is32 else s.var
         if sv[1] == 0:
@@ -332,14 +336,16 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
         fs = s if xs else s.copy()
         taken_ok = refine(od, os_, o, is32)
         fall_ok = refine(d, fs, _REV[o], is32)
+        # Source first, then destination, as Linux: where the two are linked to each other,
+        # the destination is rewritten from the source, then the source from that.
         if taken_ok:
-            _sync_linked(other, od, linked)
             if xs:
                 _sync_linked(other, os_, linked)
+            _sync_linked(other, od, linked)
         if fall_ok:
-            _sync_linked(st, d, linked)
             if xs:
                 _sync_linked(st, s, linked)
+            _sync_linked(st, d, linked)
     elif (o in (op.JEQ, op.JNE) and not is32 and d.type in OR_NULL_TYPES and s.type == SCALAR
           and s.is_const and s.value == 0):
         rid = d.id
