@@ -19,7 +19,8 @@ def reference_sync(r) -> None:
     runs for nearly every ALU instruction and branch.
     """
     v, m = r.var
-    if m == 0 and r.umin <= v <= r.umax and r.smin <= s64(v) <= r.smax:  # noqa
+    if m == 0 and r.umin <= v <= r.umax and r.smin <= s64(v) <= r.smax and \
+            r.u32min <= (v & U32) <= r.u32max and r.s32min <= s32(v) <= r.s32max:  # noqa
         B.mark_known(r, v)
         return
     smin, smax, umin, umax = r.smin, r.smax, r.umin, r.umax
@@ -44,12 +45,30 @@ def reference_sync(r) -> None:
         if x > smin:
             smin = x
         x = v | (m & S64_MAX)
+        x = x - (1 << 64) if x >> 63 else x      # (a known sign bit)
         if x < smax:
             smax = x
         if v > umin:
             umin = v
         if (v | m) < umax:
             umax = v | m
+        # __update_reg64_bounds: one value where the tnum and [umin, umax] seem to share one
+        nxt = tnum.step((v, m), umin)
+        tmax = v | m
+        if (umin & ~m) == v:
+            one = umin if nxt > umax else None
+        elif nxt == tmax:
+            one = tmax
+        elif nxt <= umax and tnum.step((v, m), nxt) > umax:
+            one = nxt
+        else:
+            one = None
+        if one is not None:
+            v, m = one, 0
+            smin = smax = s64(one)
+            umin = umax = one
+            s32min = s32max = s32(one)
+            u32min = u32max = one & U32
         if _:
             break
         # Linux's __reg_deduce_bounds, three times in a row
@@ -63,8 +82,9 @@ def reference_sync(r) -> None:
                     s32min = max(s32min, a)
                     s32max = min(s32max, b)
             if (smin >> 32) == (smax >> 32):
-                u32min = max(u32min, smin & U32)
-                u32max = min(u32max, smax & U32)
+                if (smin & U32) <= (smax & U32):
+                    u32min = max(u32min, smin & U32)
+                    u32max = min(u32max, smax & U32)
                 a, b = s32(smin), s32(smax)
                 if a <= b:
                     s32min = max(s32min, a)
@@ -120,17 +140,14 @@ def reference_sync(r) -> None:
                 smax = min(smax, s64((smax & hi) | up))
             # a non-negative s32 range inside a 64-bit range within s32: upper half all zeros
             if s32min >= 0 and smin >= -(1 << 31) and smax <= (1 << 31) - 1:
-                smin = umin = s32min
-                smax = umax = s32max
-                if smin <= smax:    # (the fast version leaves this to the tnum step below)
-                    v, m = tnum.intersect((v, m), tnum.range_(smin, smax))
-        # tnum from the ranges
-        if umin <= umax:
-            v, m = tnum.intersect((v, m), tnum.range_(umin, umax))
-        if u32min <= u32max:
-            v32, m32 = tnum.intersect((v & U32, m & U32), tnum.range_(u32min, u32max))
-            v = (v & hi) | v32
-            m = (m & hi) | m32
+                smin, umin = s32min, s32min & U64
+                smax, umax = s32max, s32max & U64
+                v, m = tnum.intersect((v, m), tnum.range_(smin & U64, smax & U64))
+        # tnum from the ranges, contradictory ones too
+        v, m = tnum.intersect((v, m), tnum.range_(umin, umax))
+        v32, m32 = tnum.intersect((v & U32, m & U32), tnum.range_(u32min, u32max))
+        v = (v & hi) | v32
+        m = (m & hi) | m32
     r.var = (v, m)
     r.smin, r.smax, r.umin, r.umax = smin, smax, umin, umax
     r.s32min, r.s32max, r.u32min, r.u32max = s32min, s32max, u32min, u32max

@@ -113,6 +113,23 @@ def test_same_level1_log_as_kernel(case):
     assert _normalise(verify_case(case, 1).log) == _normalise(klog)
 
 
+def _stats_line(log: str) -> str:
+    return next((x for x in log.splitlines() if x.startswith("processed ")), "")
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_same_statistics_as_kernel(case):
+    """The closing statistics ('processed N insns ... total_states T peak_states P') are
+    Linux's: the same states are stored, pruned and dropped at the same points."""
+    require_kernel()
+    if not case.privileged or case.kernel:
+        pytest.skip("not comparable with the kernel (see the corpus entry)")
+    _, err, klog = kernel_verdict(case, log_level=1)
+    if err == errno.ENOSPC:
+        pytest.skip("the kernel's log outgrew its buffer")
+    assert _stats_line(verify_case(case, 1).log) == _stats_line(klog)
+
+
 # Level-2 logs that differ from Linux 6.18's, by category (the reason is the skip message).
 LOG2_DIFFERENCES: dict[str, str] = {
 }

@@ -14,7 +14,7 @@ from .regstate import (CONST_PTR_TO_MAP, OR_NULL_TYPES, PKT_TYPES, PTR_TO_CTX, P
 from .state import State
 
 from . import backtrack, sanitize
-from .env import _ALU_STR, MAX_VAR_OFF, Env
+from .env import _ALU_STR, MAX_VAR_OFF, Env, push_branch
 
 
 _CONST_OPS = {op.ADD: lambda a, b: a + b, op.SUB: lambda a, b: a - b, op.MUL: lambda a, b: a * b,
@@ -31,8 +31,11 @@ def scalar_alu(dst: Reg, src: Reg, o: int, is64: bool) -> None:
     if o in (op.DIV, op.MOD) or (o in (op.LSH, op.RSH, op.ARSH) and
                                  (not src.is_const or src.value >= (64 if is64 else 32))):
         # Linux gives up on the whole register here, 32-bit operation or not (no zero
-        # extension is assumed): an unknown 64-bit scalar
+        # extension is assumed): an unknown 64-bit scalar.  Its exact value still depends on
+        # both operands (Linux's backtracking keeps dst and src precise through any such op).
+        origin = dst.origin | src.origin
         dst.make_unknown()
+        dst.origin = origin
         return
     dst.id = 0
     dst.off = 0
@@ -74,8 +77,22 @@ def scalar_alu(dst: Reg, src: Reg, o: int, is64: bool) -> None:
             k = src.value
             r32 = full32
             if o == op.LSH:
+                # Linux (scalar_min_max_lsh) gives up on a range whose top bit might move,
+                # even where no set bit would be shifted out; it knows the signed range only
+                # of a shift by 32 (the s32 one, moved up).  The low halves are shifted too.
                 var = tnum.lshift(dst.var, k)
-                r64 = full if dst.umax > (B.U64 >> k) else (B.S64_MIN, B.S64_MAX, dst.umin << k, dst.umax << k)
+                if dst.umax > (1 << (63 - k)):
+                    umin, umax = 0, B.U64
+                else:
+                    umin, umax = dst.umin << k, dst.umax << k
+                if k == 32:
+                    r64 = (dst.s32min << 32, dst.s32max << 32, umin, umax)
+                else:
+                    r64 = (B.S64_MIN, B.S64_MAX, umin, umax)
+                if k > 31 or dst.u32max > (1 << (31 - k)):
+                    r32 = full32
+                else:
+                    r32 = (B.S32_MIN, B.S32_MAX, dst.u32min << k, dst.u32max << k)
             elif o == op.RSH:
                 var = tnum.rshift(dst.var, k)
                 r64 = (B.S64_MIN, B.S64_MAX, dst.umin >> k, dst.umax >> k)
@@ -105,8 +122,9 @@ def scalar_alu(dst: Reg, src: Reg, o: int, is64: bool) -> None:
     else:
         k = src.value
         if o == op.LSH:
+            # (as for 64 bits: a top bit that might move loses the range; __scalar32_min_max_lsh)
             var = tnum.subreg(tnum.lshift(dv, k))
-            r32 = full32 if dst.u32max > (B.U32 >> k) else (B.S32_MIN, B.S32_MAX, dst.u32min << k, dst.u32max << k)
+            r32 = full32 if dst.u32max > (1 << (31 - k)) else (B.S32_MIN, B.S32_MAX, dst.u32min << k, dst.u32max << k)
         elif o == op.RSH:
             var = tnum.rshift(dv, k)
             r32 = (B.S32_MIN, B.S32_MAX, dst.u32min >> k, dst.u32max >> k)
@@ -115,8 +133,8 @@ def scalar_alu(dst: Reg, src: Reg, o: int, is64: bool) -> None:
             r32 = (dst.s32min >> k, dst.s32max >> k, 0, B.U32)
     dst.var = var
     dst.s32min, dst.s32max, dst.u32min, dst.u32max = r32
-    dst.smin, dst.smax, dst.umin, dst.umax = full
-    B.sync(dst)
+    if o in (op.LSH, op.RSH, op.ARSH):
+        B.update_bounds32(dst)      # (Linux's shifts do, before the zero extension)
     B.zext32(dst)
     B.sync(dst)
 
@@ -140,7 +158,9 @@ def pointer_alu(env: Env, ins: Insn, dst: Reg, ptr: Reg, off: Reg, o: int, is64:
     dreg = ins.dst
     if not is64:
         if o == op.SUB and env.priv:
+            origin = off.origin         # (still computed from the scalar operand)
             dst.make_unknown()          # a meaningless scalar, all 64 bits unknown (as Linux)
+            dst.origin = origin
             return
         env.fail(f"R{dreg} 32-bit pointer arithmetic prohibited")
     if ptr.type in OR_NULL_TYPES:
@@ -172,7 +192,8 @@ def pointer_alu(env: Env, ins: Insn, dst: Reg, ptr: Reg, off: Reg, o: int, is64:
         else:
             res.var = tnum.add(ptr.var, off.var)
             res.smin, res.smax, res.umin, res.umax = B.add_range(
-                (ptr.smin, ptr.smax, ptr.umin, ptr.umax), (off.smin, off.smax, off.umin, off.umax), 64)
+                (ptr.smin, ptr.smax, ptr.umin, ptr.umax), (off.smin, off.smax, off.umin, off.umax), 64,
+                wrap=False)
             res.s32min, res.s32max, res.u32min, res.u32max = B.S32_MIN, B.S32_MAX, 0, B.U32
             if res.type in PKT_TYPES:
                 res.id = env.new_id()
@@ -185,7 +206,8 @@ def pointer_alu(env: Env, ins: Insn, dst: Reg, ptr: Reg, off: Reg, o: int, is64:
         else:
             res.var = tnum.sub(ptr.var, off.var)
             res.smin, res.smax, res.umin, res.umax = B.sub_range(
-                (ptr.smin, ptr.smax, ptr.umin, ptr.umax), (off.smin, off.smax, off.umin, off.umax), 64)
+                (ptr.smin, ptr.smax, ptr.umin, ptr.umax), (off.smin, off.smax, off.umin, off.umax), 64,
+                wrap=False)
             res.s32min, res.s32max, res.u32min, res.u32max = B.S32_MIN, B.S32_MAX, 0, B.U32
             if res.type in PKT_TYPES:
                 res.id = env.new_id()
@@ -246,7 +268,7 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
             res = src.copy()
             if not no_sext:
                 res.id = 0
-            B.sign_extend(res, ins.off // 8)
+            B.sign_extend32(res, ins.off // 8)
             B.zext32(res)
             B.sync(res)
             dst.assign(res)
@@ -276,16 +298,19 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
             return
         size = ins.imm // 8
         if not is64 and not x:       # to little endian on a little-endian machine: truncation
-            dst.id = 0
-            B.truncate(dst, size)
+            if size < 8:            # (le64 changes nothing, a link to other registers included)
+                dst.id = 0
+                B.truncate(dst, size)
             return
         # a byte swap: each known bit moves with its byte (Linux tracks it in the tnum)
         mask = (1 << ins.imm) - 1
         v, m = dst.var
         swap = lambda n: int.from_bytes((n & mask).to_bytes(size, "little"), "big")
         var = (swap(v), swap(m))
+        origin = dst.origin     # (the swapped value is exact only if the value was)
         dst.make_unknown()
         dst.var = var
+        dst.origin = origin
         B.sync(dst)
         return
     # Binary operations.
@@ -335,16 +360,47 @@ def do_alu(env: Env, st: State, idx: int, ins: Insn) -> None:
             pointer_alu(env, ins, dst, src, dst, o, is64)
         return
     if o in (op.LSH, op.RSH, op.ARSH) and x and src.is_const and src.value >= (64 if is64 else 32):
+        origin = dst.origin | src.origin
         dst.make_unknown()
+        dst.origin = origin
         return
     if not env.priv and x and o in (op.ADD, op.SUB):
         sanitize.val_alu(env, ins)
+    if o in (op.AND, op.OR) and src.var[1] == 0:
+        _maybe_fork(env, st, idx, ins, dst)
     link = None
     if o in (op.ADD, op.SUB) and dst.id and (src.var[1] if is64 else src.var[1] & B.U32) == 0:
         link = _link(env, dst, o, is64, src.var[0] if is64 else src.var[0] & B.U32, dst.umax)
     scalar_alu(dst, src, o, is64)
     if link:
         dst.id, dst.off = link
+
+
+def _maybe_fork(env: Env, st: State, idx: int, ins: Insn, dst: Reg) -> None:
+    """A scalar that is 0 or -1 (as ``x s>> 63`` makes), and-ed or or-ed with a constant:
+    Linux (maybe_fork_scalars) verifies the instruction again with it 0 on a branch it
+    pushes, and goes on with it -1, so that both results stay exact.  Which half is meant
+    depends on the register's ranges, not on the instruction's width."""
+    if dst.smin == -1 and dst.smax == 0:
+        alu32 = False
+    elif dst.s32min == -1 and dst.s32max == 0:
+        alu32 = True
+    else:
+        return
+    other = st.copy()
+    if other.hist and other.hist[-1][0] == idx and idx not in env.cfg.jmp_points:
+        # (Linux's jump history holds the instruction once more only where it is a jump point)
+        other.hist.pop()
+    od = other.cur.regs[ins.dst]
+    if alu32:
+        B.mark_known32(od, 0)
+        B.mark_known32(dst, B.U32)
+    else:
+        od.id = od.off = 0
+        B.mark_known(od, 0)
+        dst.id = dst.off = 0
+        B.mark_known(dst, B.U64)
+    push_branch(env, other, idx, idx)
 
 
 def _id_before_mov(env: Env, src: Reg) -> None:

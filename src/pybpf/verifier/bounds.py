@@ -69,6 +69,15 @@ def update_bounds(r) -> None:
     r.umax = min(r.umax, v | m)
 
 
+def update_bounds32(r) -> None:
+    """The 32-bit bounds tightened from the tnum's low half (kernel: __update_reg32_bounds)."""
+    v32, m32 = r.var[0] & U32, r.var[1] & U32
+    r.s32min = max(r.s32min, s32(v32 | (m32 & 0x80000000)))
+    r.s32max = min(r.s32max, s32(v32 | (m32 & 0x7FFFFFFF)))
+    r.u32min = max(r.u32min, v32)
+    r.u32max = min(r.u32max, v32 | m32)
+
+
 def _deduce32(r) -> None:
     if (r.umin >> 32) == (r.umax >> 32):
         r.u32min = max(r.u32min, r.umin & U32)
@@ -138,7 +147,8 @@ def sync(r) -> None:
     because this runs for nearly every ALU instruction and branch.
     """
     v, m = r.var
-    if m == 0 and r.umin <= v <= r.umax and r.smin <= s64(v) <= r.smax:
+    if m == 0 and r.umin <= v <= r.umax and r.smin <= s64(v) <= r.smax and \
+            r.u32min <= (v & U32) <= r.u32max and r.s32min <= s32(v) <= r.s32max:
         mark_known(r, v)
         return
     smin, smax, umin, umax = r.smin, r.smax, r.umin, r.umax
@@ -171,12 +181,36 @@ def sync(r) -> None:
         if x > smin:
             smin = x
         x = v | (m & S64_MAX)
+        x = x - (1 << 64) if x >> 63 else x      # (a known sign bit)
         if x < smax:
             smax = x
         if v > umin:
             umin = v
         if (v | m) < umax:
             umax = v | m
+        # Linux (__update_reg64_bounds) makes the register a constant where the tnum and the
+        # unsigned range share one value, or seem to: it checks only the values of the tnum
+        # next to umin, so a tnum and a range with nothing in common give one too.
+        if m:
+            nxt = tnum.step((v, m), umin)
+            if (umin & ~m) == v:
+                known = nxt > umax
+                if known:
+                    v, m = umin, 0
+            elif nxt == (v | m):
+                known = True
+                v, m = nxt, 0
+            else:
+                known = nxt <= umax and tnum.step((v, m), nxt) > umax
+                if known:
+                    v, m = nxt, 0
+        else:
+            known = umin != v or umax < v
+        if known:
+            smin = smax = v - (1 << 64) if v >> 63 else v
+            umin = umax = v
+            u32min = u32max = v & U32
+            s32min = s32max = u32min - (1 << 32) if u32min >> 31 else u32min
         if _:
             break
         # Linux deduces three times in a row (32-bit, 64-bit, then mixed facts): what one
@@ -202,10 +236,11 @@ def sync(r) -> None:
                         s32max = b
             if (smin >> 32) == (smax >> 32):
                 lo, up = smin & U32, smax & U32
-                if lo > u32min:
-                    u32min = lo
-                if up < u32max:
-                    u32max = up
+                if lo <= up:        # (not so only in a contradictory range)
+                    if lo > u32min:
+                        u32min = lo
+                    if up < u32max:
+                        u32max = up
                 a = lo - 0x100000000 if lo >> 31 else lo
                 b = up - 0x100000000 if up >> 31 else up
                 if a <= b:
@@ -305,34 +340,39 @@ def sync(r) -> None:
             # a non-negative 32-bit range while the 64-bit one stays within s32 (as after a
             # sign-extending load): the upper half cannot be all ones, so it is all zeros
             if s32min >= 0 and smin >= S32_MIN and smax <= S32_MAX:
-                smin = umin = s32min
-                smax = umax = s32max
+                smin = s32min
+                smax = s32max
+                umin = s32min & U64
+                umax = s32max & U64
+                # tnum & tnum_range(umin, umax), written out
+                chi = umin ^ umax
+                rm = U64 if chi >> 63 else (1 << chi.bit_length()) - 1
+                m &= rm
+                v = (v | (umin & ~rm)) & ~m & U64
             if (smin, smax, umin, umax, s32min, s32max, u32min, u32max) == before:
                 break
-        # tnum from the ranges
-        if umin <= umax:
-            chi = umin ^ umax
-            if chi == 0:
-                rv, rm = umin, 0
-            elif chi >> 63:
-                rv, rm = 0, U64
-            else:
-                rm = (1 << chi.bit_length()) - 1
-                rv = umin & ~rm
-            mu = m & rm
-            v = (v | rv) & ~mu & U64
-            m = mu
-        if u32min <= u32max:
-            chi = u32min ^ u32max
-            if chi == 0:
-                rv, rm = u32min, 0
-            else:
-                rm = (1 << chi.bit_length()) - 1
-                rv = u32min & ~rm
-            mu = m & U32 & rm
-            v32 = ((v & U32) | rv) & ~mu & U32
-            v = (v & hi) | v32
-            m = (m & hi) | mu
+        # tnum from the ranges (as Linux, from a contradictory range too)
+        chi = umin ^ umax
+        if chi == 0:
+            rv, rm = umin, 0
+        elif chi >> 63:
+            rv, rm = 0, U64
+        else:
+            rm = (1 << chi.bit_length()) - 1
+            rv = umin & ~rm
+        mu = m & rm
+        v = (v | rv) & ~mu & U64
+        m = mu
+        chi = u32min ^ u32max
+        if chi == 0:
+            rv, rm = u32min, 0
+        else:
+            rm = (1 << chi.bit_length()) - 1
+            rv = u32min & ~rm
+        mu = m & U32 & rm
+        v32 = ((v & U32) | rv) & ~mu & U32
+        v = (v & hi) | v32
+        m = (m & hi) | mu
     got = ((v, m), smin, smax, umin, umax, s32min, s32max, u32min, u32max)
     _SYNCED[key] = got
     (r.var, r.smin, r.smax, r.umin, r.umax, r.s32min, r.s32max, r.u32min, r.u32max) = got
@@ -356,14 +396,21 @@ def consistent(r) -> bool:
 
 
 def zext32(r) -> None:
-    """The register after a 32-bit operation: upper half zero, 64-bit bounds from the 32-bit ones."""
+    """The register after a 32-bit operation: upper half zero, 64-bit bounds from the 32-bit
+    ones (kernel: zext_32_to_64; the signed ones from a non-negative s32 range, else all of
+    [0, U32_MAX], left to reg_bounds_sync to narrow)."""
     r.var = tnum.subreg(r.var)
     r.umin, r.umax = r.u32min, r.u32max
-    r.smin, r.smax = r.u32min, r.u32max
+    if r.s32min >= 0 and r.s32max >= 0:
+        r.smin, r.smax = r.s32min, r.s32max
+    else:
+        r.smin, r.smax = 0, U32
 
 
 def truncate(r, size: int) -> None:
-    """Zero-extend the low ``size`` bytes (loads, BPF_END to_le, narrow casts)."""
+    """Zero-extend the low ``size`` bytes (loads, BPF_END to_le, narrow casts; kernel:
+    coerce_reg_to_size).  A 4-byte truncation leaves the 32-bit bounds as they were;
+    narrower ones start the 32-bit bounds afresh from the 64-bit ones."""
     if size >= 8:
         return
     bits = size * 8
@@ -376,54 +423,115 @@ def truncate(r, size: int) -> None:
     r.umin, r.umax = lo, hi
     r.smin, r.smax = lo, hi
     if size < 4:
-        r.u32min, r.u32max = lo, hi
-        r.s32min, r.s32max = lo, hi
-    else:
-        r.u32min, r.u32max = lo, hi
+        r.u32min, r.u32max = 0, U32
         r.s32min, r.s32max = S32_MIN, S32_MAX
     sync(r)
 
 
+def _sext(v: int, bits: int) -> int:
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
 def sign_extend(r, size: int) -> None:
-    """Sign-extend the low ``size`` bytes to 64 bits (BPF_MEMSX loads, movsx)."""
+    """Sign-extend the low ``size`` bytes to 64 bits (BPF_MEMSX loads, movsx; kernel:
+    coerce_reg_to_size_sx, as the host's 6.18 behaves).  Where the s32 range fits the narrow
+    type the low half is unchanged and the upper half is its sign: the 64-bit range is the
+    s32 one.  Otherwise a range is kept only where the 64-bit signed range lies within one
+    block of 2**bits values and its ends, sign-extended, have one sign.  Either way the old
+    tnum gives way to the range's.  A value that may change loses its link to others."""
     bits = size * 8
-    smin, smax, _ = limits(bits)
+    if r.umax >> (bits - 1):
+        r.id = 0
     if r.var[1] == 0:
-        v = r.var[0] & ((1 << bits) - 1)
-        if v >> (bits - 1):
-            v -= 1 << bits
-        mark_known(r, v)
+        mark_known(r, _sext(r.var[0], bits))
         return
-    lo, hi = smin, smax
-    if size < 8 and (r.umax >> (bits - 1)) == 0 and (r.umin >> (bits - 1)) == 0:
-        lo, hi = r.umin, r.umax   # sign bit known clear: same value
-    mark_unknown(r)
-    r.smin, r.smax = lo, hi
-    r.s32min, r.s32max = max(lo, S32_MIN), min(hi, S32_MAX)
-    sync(r)
+    if -(1 << (bits - 1)) <= r.s32min and r.s32max < (1 << (bits - 1)):
+        lo, hi = r.s32min, r.s32max
+        r.var = tnum.range_(lo & U64, hi & U64)
+        r.smin, r.smax = lo, hi
+        if (lo >= 0) == (hi >= 0):
+            r.umin, r.umax = lo & U64, hi & U64
+        else:
+            r.umin, r.umax = 0, U64
+        sync(r)
+        return
+    lo = hi = None
+    if (r.smin >> bits) == (r.smax >> bits):
+        a, b = _sext(r.smin, bits), _sext(r.smax, bits)
+        lo, hi = min(a, b), max(a, b)
+        if (lo >= 0) != (hi >= 0):
+            lo = None
+    if lo is None:
+        lo, hi, _ = limits(bits)
+        r.var = tnum.UNKNOWN
+        r.smin, r.smax, r.umin, r.umax = lo, hi, 0, U64
+        r.s32min, r.s32max, r.u32min, r.u32max = lo, hi, 0, U32
+        return
+    r.var = tnum.range_(lo & U64, hi & U64)
+    r.smin, r.smax, r.umin, r.umax = lo, hi, lo & U64, hi & U64
+    r.s32min, r.s32max, r.u32min, r.u32max = s32(lo), s32(hi), lo & U32, hi & U32
+
+
+def sign_extend32(r, size: int) -> None:
+    """Sign-extend the low ``size`` (1 or 2) bytes to 32 bits, in the 32-bit facts only (the
+    caller zero-extends; kernel: coerce_subreg_to_size_sx), by the rules of :func:`sign_extend`
+    on the s32 range.  Only a tnum known in all 64 bits counts as a constant."""
+    bits = size * 8
+    if r.var[1] == 0:
+        v = _sext(r.var[0], bits)
+        r.var = (v & U64, 0)
+        r.s32min = r.s32max = s32(v)
+        r.u32min = r.u32max = v & U32
+        return
+    lo = hi = None
+    if ((r.s32min & U32) >> bits) == ((r.s32max & U32) >> bits):
+        a, b = _sext(r.s32min, bits), _sext(r.s32max, bits)
+        lo, hi = min(a, b), max(a, b)
+        if (lo >= 0) != (hi >= 0):
+            lo = None
+    if lo is None:
+        lo, hi, _ = limits(bits)
+        r.var = (0, U32)
+        r.s32min, r.s32max, r.u32min, r.u32max = lo, hi, 0, U32
+        return
+    r.var = tnum.subreg(tnum.range_(lo & U64, hi & U64))
+    r.s32min, r.s32max, r.u32min, r.u32max = lo, hi, lo & U32, hi & U32
 
 
 # --- arithmetic on ranges -----------------------------------------------------------------
 
-def add_range(a, b, bits):
-    """(smin, smax, umin, umax) of a + b at width ``bits``; a/b are the same 4-tuples."""
+def add_range(a, b, bits, wrap=True):
+    """(smin, smax, umin, umax) of a + b at width ``bits``; a/b are the same 4-tuples.
+
+    ``wrap``: where every sum of the unsigned ranges overflows, the range wraps as a whole
+    and stays known (Linux's scalar_min_max_add(); only some overflowing gives up).  Pointer
+    arithmetic gives up on any overflow (adjust_ptr_min_max_vals())."""
     smin_l, smax_l, umax_l = limits(bits)
     smin, smax = a[0] + b[0], a[1] + b[1]
     if smin < smin_l or smax > smax_l:
         smin, smax = smin_l, smax_l
     umin, umax = a[2] + b[2], a[3] + b[3]
     if umax > umax_l:
-        umin, umax = 0, umax_l
+        if wrap and umin > umax_l:
+            umin, umax = umin & umax_l, umax & umax_l
+        else:
+            umin, umax = 0, umax_l
     return smin, smax, umin, umax
 
 
-def sub_range(a, b, bits):
+def sub_range(a, b, bits, wrap=True):
+    """a - b as :func:`add_range`: a range whose every difference goes below zero wraps as a
+    whole (Linux's scalar_min_max_sub())."""
     smin_l, smax_l, umax_l = limits(bits)
     smin, smax = a[0] - b[1], a[1] - b[0]
     if smin < smin_l or smax > smax_l:
         smin, smax = smin_l, smax_l
     if a[2] < b[3]:
-        umin, umax = 0, umax_l
+        if wrap and a[3] < b[2]:
+            umin, umax = (a[2] - b[3]) & umax_l, (a[3] - b[2]) & umax_l
+        else:
+            umin, umax = 0, umax_l
     else:
         umin, umax = a[2] - b[3], a[3] - b[2]
     return smin, smax, umin, umax

@@ -26,7 +26,11 @@ def _view(r: Reg, is32: bool):
 def branch_taken(d: Reg, s: Reg, o: int, is32: bool) -> int:
     """1 if the jump is always taken, 0 if never, -1 if unknown."""
     if d.is_pointer or s.is_pointer:
-        if d.is_pointer and not s.is_pointer and s.is_const and s.value == 0 and \
+        # a pointer that cannot be NULL against a constant 0, on either side (Linux swaps
+        # the operands of is_branch_taken() to put the constant second)
+        if not d.is_pointer:
+            d, s = s, d
+        if not s.is_pointer and s.is_const and s.value == 0 and \
                 (d.type == PTR_TO_MAP_VALUE or d.type in MEM_TYPES) and not is32:
             if o == op.JEQ:
                 return 0
@@ -41,6 +45,11 @@ def branch_taken(d: Reg, s: Reg, o: int, is32: bool) -> int:
             return int(eq) if o == op.JEQ else int(not eq)
         disjoint = (dumin > sumax or dumax < sumin or dsmin > ssmax or dsmax < ssmin
                     or (dv[0] ^ sv[0]) & ~(dv[1] | sv[1]))
+        if not disjoint and not is32:
+            # values whose low halves cannot be equal differ too (Linux asks the 32-bit
+            # ranges when the 64-bit ones overlap)
+            disjoint = (d.u32min > s.u32max or d.u32max < s.u32min or d.s32min > s.s32max
+                        or d.s32max < s.s32min)
         if disjoint:
             return 0 if o == op.JEQ else 1
         return -1
@@ -75,8 +84,11 @@ def branch_taken(d: Reg, s: Reg, o: int, is32: bool) -> int:
     return -1
 
 
-def refine(d: Reg, s: Reg, o: int, is32: bool) -> bool:
-    """Narrow two scalars knowing ``d <o> s`` holds; False if that is impossible."""
+def refine(d: Reg, s: Reg, o: int, is32: bool) -> None:
+    """Narrow two scalars knowing ``d <o> s`` holds (kernel: regs_refine_cond_op, then
+    reg_bounds_sync of both).  The facts may come out contradicting each other: Linux does
+    not conclude that the branch is dead (see :func:`_violation`)."""
+    reg1, reg2 = d, s
     if o in _SWAP and o not in (op.JEQ, op.JNE) and o in (op.JGT, op.JGE, op.JSGT, op.JSGE):
         d, s, o = s, d, _SWAP[o]
     if is32:
@@ -107,14 +119,15 @@ def refine(d: Reg, s: Reg, o: int, is32: bool) -> bool:
         if s.var[1] & cmask == 0:
             v = g(s, umin_n)
             sv = g(s, smin_n)
+            # (the kernel's ++ and -- wrap, as they may on a register compared with itself)
             if g(d, umin_n) == v:
-                setattr(d, umin_n, v + 1)
+                setattr(d, umin_n, (v + 1) & cmask)
             if g(d, umax_n) == v:
-                setattr(d, umax_n, v - 1)
+                setattr(d, umax_n, (v - 1) & cmask)
             if g(d, smin_n) == sv:
-                setattr(d, smin_n, sv + 1)
+                setattr(d, smin_n, _wrap_s(sv + 1, is32))
             if g(d, smax_n) == sv:
-                setattr(d, smax_n, sv - 1)
+                setattr(d, smax_n, _wrap_s(sv - 1, is32))
     elif o == op.JSET or o == -op.JSET:
         cmask = B.U32 if is32 else B.U64
         if d.var[1] & cmask == 0 and s.var[1] & cmask:
@@ -136,17 +149,55 @@ def refine(d: Reg, s: Reg, o: int, is32: bool) -> bool:
         strict = 1 if o in (op.JLT, op.JSLT) else 0
         if o in (op.JLE, op.JLT):
             mn, mx = umin_n, umax_n
+            if strict:
+                cmask = B.U32 if is32 else B.U64
+                setattr(d, mx, min(g(d, mx), (g(s, mx) - 1) & cmask))
+                setattr(s, mn, max(g(s, mn), (g(d, mn) + 1) & cmask))
+            else:
+                setattr(d, mx, min(g(d, mx), g(s, mx)))
+                setattr(s, mn, max(g(s, mn), g(d, mn)))
         else:
             mn, mx = smin_n, smax_n
-        setattr(d, mx, min(g(d, mx), g(s, mx) - strict))
-        setattr(s, mn, max(g(s, mn), g(d, mn) + strict))
-    for r in (d, s):
-        if not B.consistent(r):
-            return False
-        B.sync(r)
-        if not B.consistent(r):
-            return False
-    return True
+            if strict:
+                setattr(d, mx, min(g(d, mx), _wrap_s(g(s, mx) - 1, is32)))
+                setattr(s, mn, max(g(s, mn), _wrap_s(g(d, mn) + 1, is32)))
+            else:
+                setattr(d, mx, min(g(d, mx), g(s, mx)))
+                setattr(s, mn, max(g(s, mn), g(d, mn)))
+    B.sync(reg1)
+    B.sync(reg2)
+
+
+def _wrap_s(v: int, is32: bool) -> int:
+    return B.s32(v) if is32 else B.s64(v)
+
+
+def _violation(r: Reg) -> str:
+    """What about ``r``'s facts contradicts itself ("" where nothing does), in Linux's
+    words (reg_bounds_sanity_check)."""
+    if r.umin > r.umax or r.smin > r.smax or r.u32min > r.u32max or r.s32min > r.s32max:
+        return "range bounds violation"
+    v, m = r.var
+    if not m:
+        if r.umin != v or r.umax != v or r.smin != B.s64(v) or r.smax != B.s64(v):
+            return "const tnum out of sync with range bounds"
+    if not m & B.U32:
+        v &= B.U32
+        if r.u32min != v or r.u32max != v or r.s32min != B.s32(v) or r.s32max != B.s32(v):
+            return "const subreg tnum out of sync with range bounds"
+    return ""
+
+
+def _report_violation(env: Env, r: Reg, name: str, what: str) -> None:
+    """Linux logs a contradiction as a verifier bug and forgets the register's ranges (its
+    tnum stays), then goes on verifying the branch."""
+    env.log.write(
+        f"verifier bug: REG INVARIANTS VIOLATION ({name}): {what} "
+        f"u64=[{r.umin:#x}, {r.umax:#x}] s64=[{r.smin & B.U64:#x}, {r.smax & B.U64:#x}] "
+        f"u32=[{r.u32min:#x}, {r.u32max:#x}] s32=[{r.s32min & B.U32:#x}, {r.s32max & B.U32:#x}] "
+        f"var_off=({r.var[0]:#x}, {r.var[1]:#x})\n")
+    r.smin, r.smax, r.umin, r.umax = B.S64_MIN, B.S64_MAX, 0, B.U64
+    r.s32min, r.s32max, r.u32min, r.u32max = B.S32_MIN, B.S32_MAX, 0, B.U32
 
 
 def _mark_null(env: Env, st: State, rid: int, is_null: bool) -> None:
@@ -257,6 +308,20 @@ def _collect_linked(env: Env, st: State, idx: int, ids: set) -> list:
     return out
 
 
+def _share_origin(st: State, linked: list) -> None:
+    """The registers linked at an undecided branch need precision together from here on
+    (Linux's backtracking marks them all where the branch's history entry lists them,
+    bt_sync_linked_regs()): each is computed from what any of them was."""
+    frames = st.frames
+    regs = [frames[fr].stack[where].spilled if is_slot else frames[fr].regs[where]
+            for fr, where, is_slot in linked]
+    origin = frozenset()
+    for r in regs:
+        origin = origin | r.origin
+    for r in regs:
+        r.origin = origin
+
+
 def _sync_linked(st: State, r: Reg, linked: list) -> None:
     """Give every register linked to ``r`` (same base id) the bounds ``r`` just learned."""
     if r.type != SCALAR or not r.id:
@@ -306,8 +371,10 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
                 backtrack.log_precision(env, st, ins.dst)
             if ins.code & op.X and s.type == SCALAR:
                 backtrack.log_precision(env, st, ins.src)
-        if d.type == SCALAR and s.type == SCALAR:
+        # (the scalar side of a pointer compared with 0 is needed exactly too)
+        if d.type == SCALAR:
             mark_precise(d)
+        if s.type == SCALAR:
             mark_precise(s)
         return target if taken else idx + 1
     if env.is_pointer_value(d) and not (
@@ -322,30 +389,38 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
     if xs and s.type == SCALAR and s.id:
         ids.add(s.id & ~ADD_CONST)
     linked = _collect_linked(env, st, idx, ids) if ids else []
-    if env.bt_log and len(linked) > 1:
-        e = st.hist[-1]
-        st.hist[-1] = (e[0], e[1], tuple(linked))
+    if len(linked) > 1:
+        # Linux records them in its jump history (one entry per instruction: a jump point's
+        # holds them), before the state is copied for the other side
+        if idx not in env.cfg.jmp_points:
+            st.jh += 1
+        if env.bt_log:
+            e = st.hist[-1]
+            st.hist[-1] = (e[0], e[1], tuple(linked))
+        _share_origin(st, linked)
     if xs and d.type == SCALAR and s.type == SCALAR and d.origin != s.origin:
         # Each side's bounds will be learned from the other's value.
         d.origin = s.origin = d.origin | s.origin
     other = st.copy()
-    fall_ok = taken_ok = True
     if d.type == SCALAR and s.type == SCALAR:
         od = other.cur.regs[ins.dst]
         os_ = other.cur.regs[ins.src] if xs else s.copy()
         fs = s if xs else s.copy()
-        taken_ok = refine(od, os_, o, is32)
-        fall_ok = refine(d, fs, _REV[o], is32)
+        refine(od, os_, o, is32)
+        refine(d, fs, _REV[o], is32)
+        # (a register compared with itself is checked under both names, as in Linux)
+        for r, name in ((od, "true_reg1"), (os_, "true_reg2"), (d, "false_reg1"), (fs, "false_reg2")):
+            what = _violation(r)
+            if what:
+                _report_violation(env, r, name, what)
         # Source first, then destination, as Linux: where the two are linked to each other,
         # the destination is rewritten from the source, then the source from that.
-        if taken_ok:
-            if xs:
-                _sync_linked(other, os_, linked)
-            _sync_linked(other, od, linked)
-        if fall_ok:
-            if xs:
-                _sync_linked(st, s, linked)
-            _sync_linked(st, d, linked)
+        if xs:
+            _sync_linked(other, os_, linked)
+        _sync_linked(other, od, linked)
+        if xs:
+            _sync_linked(st, s, linked)
+        _sync_linked(st, d, linked)
     elif (o in (op.JEQ, op.JNE) and not is32 and d.type in OR_NULL_TYPES and s.type == SCALAR
           and s.is_const and s.value == 0):
         rid = d.id
@@ -353,10 +428,7 @@ def do_jmp(env: Env, st: State, idx: int, ins: Insn) -> int:
         _mark_null(env, st, rid, o != op.JEQ)
     elif not is32 and xs and d.is_pointer and s.is_pointer:
         _pkt_compare(env, other, st, ins, d, s, o)
-    if taken_ok:
-        push_branch(env, other, target, idx)
-    if not fall_ok:
-        raise PathDone
+    push_branch(env, other, target, idx)
     return idx + 1
 
 

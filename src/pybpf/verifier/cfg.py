@@ -25,7 +25,11 @@ class Cfg:
     loop_headers: set[int] = field(default_factory=set)
     scc: dict[int, int] = field(default_factory=dict)  # insn -> id of the loop (SCC) it is in
     callback_calls: set[int] = field(default_factory=set)  # helper calls that call back
-    stack_live: list[int] = field(default_factory=list)  # bitmask of stack slots live before each insn
+    # Linux's jump points: where a path may arrive other than from the previous instruction
+    # (jump targets, returns from calls, callback entries and the calls that run them)
+    jmp_points: set[int] = field(default_factory=set)
+    succ: list = field(default_factory=list)    # successors of each instruction (a call: the next)
+    back_jumps: set[int] = field(default_factory=set)  # subprograms with a jump backwards
 
     def subprog_of(self, idx: int) -> int:
         n = 0
@@ -87,6 +91,7 @@ def build(insns: list[Insn], privileged: bool, prog_type: int, subs: list[int]) 
         if insns[i].code == op.LD_IMM64:
             succ[i + 1] = ()
     bounds = subs + [n]
+    back_jumps = set()
     for k in range(len(subs)):
         lo, hi = bounds[k], bounds[k + 1]
         for i in range(lo, hi):
@@ -95,6 +100,8 @@ def build(insns: list[Insn], privileged: bool, prog_type: int, subs: list[int]) 
                 t = jump_target(insns, i)
                 if t < lo or t >= hi:
                     raise CfgError(f"jump out of range from insn {i} to {t}", EINVAL)
+                if t <= i:
+                    back_jumps.add(k)
         last = insns[hi - 1]
         if last.code != op.OP_EXIT and not (last.cls in (op.JMP, op.JMP32) and last.code & 0xF0 == op.JA):
             raise CfgError("last insn is not an exit or jmp", EINVAL)
@@ -136,29 +143,39 @@ def build(insns: list[Insn], privileged: bool, prog_type: int, subs: list[int]) 
             raise CfgError(f"unreachable insn {i}", EINVAL)
     # Prune points as Linux places them: jump targets, conditional jumps themselves,
     # the instruction after a call, and bpf-to-bpf calls.
+    jmp = set()
     for i, ins in enumerate(insns):
         if i in ldimm_second:
             continue
         if ins.code == op.LD_IMM64 and ins.src == op.PSEUDO_FUNC:
             # a callback's address: Linux walks it as a call (itself, the next insn, the target)
             prune.update((i, i + 2, i + ins.imm + 1))
+            jmp.update((i + 2, i + ins.imm + 1))
         elif jumps[i]:
             prune.add(jump_target(insns, i))
+            jmp.add(jump_target(insns, i))
             if ins.code & 0xF0 != op.JA:
                 prune.add(i)
         elif ins.code == op.OP_CALL:
             prune.add(i + 1)
+            jmp.add(i + 1)
             if ins.src == op.PSEUDO_CALL:
                 prune.add(i)
                 prune.add(i + ins.imm + 1)      # the callee's entry, as a branch target
+                jmp.add(i + ins.imm + 1)
             elif ins.src == op.CALL_HELPER and ins.imm in CALLBACK_HELPERS:
                 prune.add(i)
+                jmp.add(i)
                 callback_calls.add(i)
     cfg = Cfg(subs, prune, loop_headers=loops)
     cfg.callback_calls = callback_calls
-    cfg.live_in = _liveness(insns, n, prog_type, succ)
-    cfg.stack_live = _stack_liveness(insns, n, succ, subs)
-    cfg.scc = _loops(succ, n, ldimm_second, callback_calls)
+    cfg.jmp_points = jmp
+    cfg.succ = succ
+    cfg.back_jumps = back_jumps
+    # with forward jumps only, every successor comes later: one backward pass is the fixed
+    # point; and without a cycle (no back edge met above) nor a callback there is no loop
+    cfg.live_in = _liveness(insns, n, prog_type, succ, one_pass=not back_jumps)
+    cfg.scc = _loops(succ, n, ldimm_second, callback_calls) if loops or callback_calls else {}
     return cfg
 
 
@@ -166,45 +183,46 @@ def _loops(succ, n, skip, callback_calls=frozenset()) -> dict[int, int]:
     """Number the loops (strongly connected components with a cycle) in the order Tarjan's
     algorithm completes them, as Linux numbers them in its liveness dump.  A helper call that
     calls a callback repeatedly is a loop of its own, as Linux 6.18 counts it."""
-    index = {}
-    low = {}
-    on = set()
+    index = [-1] * n        # (lists, not dicts: this runs for every program with a loop)
+    low = [0] * n
+    on = [False] * n
     stack = []
     out = {}
     counter = 0
     scc_id = 0
     for root in range(n):
-        if root in index or root in skip:
+        if index[root] >= 0 or root in skip:
             continue
         work = [(root, iter(succ[root]))]
         index[root] = low[root] = counter
         counter += 1
         stack.append(root)
-        on.add(root)
+        on[root] = True
         while work:
             v, it = work[-1]
             w = next(it, None)
             if w is not None:
                 if not 0 <= w < n:
                     continue
-                if w not in index:
+                if index[w] < 0:
                     index[w] = low[w] = counter
                     counter += 1
                     stack.append(w)
-                    on.add(w)
+                    on[w] = True
                     work.append((w, iter(succ[w])))
-                elif w in on:
-                    low[v] = min(low[v], index[w])
+                elif on[w] and index[w] < low[v]:
+                    low[v] = index[w]
                 continue
             work.pop()
             if work:
                 u = work[-1][0]
-                low[u] = min(low[u], low[v])
+                if low[v] < low[u]:
+                    low[u] = low[v]
             if low[v] == index[v]:
                 comp = []
                 while True:
                     x = stack.pop()
-                    on.discard(x)
+                    on[x] = False
                     comp.append(x)
                     if x == v:
                         break
@@ -236,33 +254,32 @@ _NARGS = {181: 4}
 
 
 def _uses_defs(ins: Insn, prog_type: int) -> tuple[int, int]:
-    bit = lambda r: 1 << r
-    cls = ins.cls
     code = ins.code
+    cls = code & 7
     if cls in (op.ALU, op.ALU64):
         o = code & 0xF0
         if o == op.MOV:
-            return ((bit(ins.src) if code & op.X else 0), bit(ins.dst))
+            return (((1 << ins.src) if code & op.X else 0), (1 << ins.dst))
         if o in (op.NEG, op.END):
-            return (bit(ins.dst), bit(ins.dst))
-        return (bit(ins.dst) | (bit(ins.src) if code & op.X else 0), bit(ins.dst))
+            return ((1 << ins.dst), (1 << ins.dst))
+        return ((1 << ins.dst) | ((1 << ins.src) if code & op.X else 0), (1 << ins.dst))
     if cls == op.LDX:
-        return (bit(ins.src), bit(ins.dst))
+        return ((1 << ins.src), (1 << ins.dst))
     if cls == op.ST:
-        return (bit(ins.dst), 0)
+        return ((1 << ins.dst), 0)
     if cls == op.STX:
-        u = bit(ins.dst) | bit(ins.src)
+        u = (1 << ins.dst) | (1 << ins.src)
         d = 0
         if code & 0xE0 == op.ATOMIC:
             if ins.imm == op.CMPXCHG:
                 u |= 1
                 d = 1
             elif ins.imm & op.FETCH:
-                d = bit(ins.src)
+                d = (1 << ins.src)
         return (u, d)
     if cls == op.LD:
         if code == op.LD_IMM64:
-            return (0, bit(ins.dst))
+            return (0, (1 << ins.dst))
         # Linux treats a legacy packet load as a possible exit: every register is live.
         return (0x3FF, 0x3F)
     if code == op.OP_EXIT:
@@ -272,17 +289,16 @@ def _uses_defs(ins: Insn, prog_type: int) -> tuple[int, int]:
         nargs = len(p.args) if p is not None and prog_type in p.prog_types else _NARGS.get(ins.imm, 5)
         return (sum(1 << (i + 1) for i in range(nargs)), 0x3F)
     if code == op.OP_CALL or code == op.OP_CALLX:
-        return (0x3E | (bit(ins.dst) if code == op.OP_CALLX else 0), 0x3F)
+        return (0x3E | ((1 << ins.dst) if code == op.OP_CALLX else 0), 0x3F)
     if cls in (op.JMP, op.JMP32) and code & 0xF0 != op.JA:
-        return (bit(ins.dst) | (bit(ins.src) if code & op.X else 0), 0)
+        return ((1 << ins.dst) | ((1 << ins.src) if code & op.X else 0), 0)
     return (0, 0)
 
 
-def _liveness(insns, n, prog_type, succ) -> list[int]:
+def _liveness(insns, n, prog_type, succ, one_pass: bool = False) -> list[int]:
     ud = [_uses_defs(i, prog_type) for i in insns]
     live = [0] * n
-    changed = True
-    while changed:
+    while True:
         changed = False
         for i in range(n - 1, -1, -1):
             out = 0
@@ -294,13 +310,11 @@ def _liveness(insns, n, prog_type, succ) -> list[int]:
             if v != live[i]:
                 live[i] = v
                 changed = True
-    return live
+        if one_pass or not changed:
+            return live
 
 
-# --- stack slot liveness ------------------------------------------------------------------
-
-ALL_SLOTS = (1 << 64) - 1
-
+# --- stack slots ---------------------------------------------------------------------------
 
 def slot_mask(off: int, size: int) -> int:
     """Bitmask of the 8-byte slots (spi = (-off - 1) // 8) that bytes [off, off + size) touch."""
@@ -308,68 +322,3 @@ def slot_mask(off: int, size: int) -> int:
         return 0
     first, last = (-(off + size)) // 8, (-off - 1) // 8
     return ((1 << (last + 1)) - 1) & ~((1 << first) - 1)
-
-
-def _escapes(insns, lo: int, hi: int) -> bool:
-    """Does the function's frame pointer reach anything but a fixed-offset access?  Then any
-    load, helper or call may read its stack through another register."""
-    for i in range(lo, hi):
-        ins = insns[i]
-        cls = ins.code & 7
-        if cls == op.LDX or cls == op.ST:
-            continue
-        if cls == op.STX:
-            if ins.src == 10:
-                return True
-            continue
-        if cls == op.LD:
-            continue
-        if cls in (op.ALU, op.ALU64, op.JMP, op.JMP32):
-            if ins.code & op.X and ins.src == 10:
-                return True
-            if cls in (op.JMP, op.JMP32) and ins.dst == 10 and ins.code not in (op.OP_CALL, op.OP_EXIT):
-                return True
-    return False
-
-
-def _stack_liveness(insns, n, succ, starts) -> list[int]:
-    """For each instruction, the slots of its own frame that some path from it may read before
-    writing them whole.  Pruning ignores the others (a dead slot's contents cannot matter)."""
-    bounds = list(starts) + [n]
-    use = [0] * n
-    kill = [0] * n
-    for k in range(len(starts)):
-        lo, hi = bounds[k], bounds[k + 1]
-        esc = _escapes(insns, lo, hi)
-        for i in range(lo, hi):
-            ins = insns[i]
-            cls = ins.code & 7
-            size = op.SIZE_BYTES.get(ins.code & 0x18, 8) if cls in (op.LDX, op.ST, op.STX) else 0
-            if cls == op.LDX:
-                use[i] = slot_mask(ins.off, size) if ins.src == 10 else (ALL_SLOTS if esc else 0)
-            elif cls in (op.ST, op.STX):
-                if ins.dst == 10:
-                    if cls == op.STX and (ins.code & 0xE0) == op.ATOMIC:
-                        use[i] = slot_mask(ins.off, size)
-                    elif size == 8 and ins.off % 8 == 0:
-                        kill[i] = slot_mask(ins.off, 8)
-                elif cls == op.STX and (ins.code & 0xE0) == op.ATOMIC and esc:
-                    use[i] = ALL_SLOTS
-            elif cls == op.LD and ins.code != op.LD_IMM64:
-                use[i] = 0
-            elif ins.code in (op.OP_CALL, op.OP_CALLX) and esc:
-                use[i] = ALL_SLOTS
-    live = [0] * n
-    changed = True
-    while changed:
-        changed = False
-        for i in range(n - 1, -1, -1):
-            out = 0
-            for t in succ[i]:
-                if 0 <= t < n:
-                    out |= live[t]
-            v = use[i] | (out & ~kill[i])
-            if v != live[i]:
-                live[i] = v
-                changed = True
-    return live

@@ -16,11 +16,12 @@ import errno as E
 from ..isa import opcodes as op
 from ..isa.insn import Insn, check_insn
 from .log import format_insn
-from .regstate import SCALAR
+from .regstate import NOT_INIT, PTR_TO_STACK, SCALAR
+from .stack import SLOT, SPILL
 from .state import Checkpoint, State, inherit_precision, loop_key, states_equal
 from . import backtrack, scc
 
-from .env import Env, PathDone, VerifyError
+from .env import MAX_BPF_STACK, Env, PathDone, VerifyError
 from .alu import do_alu, scalar_alu
 from .memory import do_atomic, do_ld, do_ldx, do_store
 from .branches import do_jmp
@@ -29,37 +30,16 @@ from .calls import do_exit, do_helper_call, do_pseudo_call
 __all__ = ["Env", "VerifyError", "PathDone", "explore", "step", "scalar_alu"]
 
 
-def _stack_masks(env: Env, st: State, idx: int) -> list[int]:
-    """Per frame, the stack slots a continuation from ``idx`` may still read."""
-    frames = st.frames
-    live = env.cfg.stack_live
-    if len(frames) == 1:
-        return [live[idx]]
-    out = []
-    for k in range(len(frames)):
-        if k == len(frames) - 1:
-            out.append(live[idx])
-        elif frames[k + 1].in_callback:
-            out.append(live[frames[k + 1].callsite])
-        else:
-            out.append(live[frames[k + 1].callsite + 1])
-    return out
-
-
 def _live_masks(env: Env, st: State, idx: int) -> list[int]:
     frames = st.frames
     live = env.cfg.live_in
     if len(frames) == 1:
         return [live[idx] | (1 << 10)]
-    masks = []
-    for k in range(len(frames)):
-        if k == len(frames) - 1:
-            masks.append(live[idx] | (1 << 10))
-        elif frames[k + 1].in_callback:
-            # a callback returns to the helper call itself, which reads its arguments again
-            masks.append(live[frames[k + 1].callsite] | 0x3C0 | (1 << 10))
-        else:
-            masks.append(live[frames[k + 1].callsite + 1] | 0x3C0 | (1 << 10))
+    # a caller's frame is compared on the registers live before its call instruction (Linux:
+    # live_regs_before at frame_insn_idx()): what the call reads (its r1-r5 are not
+    # initialised any more in both states) and what lives across it
+    masks = [live[frames[k + 1].callsite] | (1 << 10) for k in range(len(frames) - 1)]
+    masks.append(live[idx] | (1 << 10))
     return masks
 
 
@@ -68,20 +48,42 @@ def _bucket(env: Env, st: State, idx: int) -> int:
     return ((idx ^ st.frames[-1].callsite) & 0xFFFFFFFF) % env.n
 
 
+def _clean(env: Env, frames: list, idx: int, cp: Checkpoint) -> bool:
+    """Fix which stack slots the done state ``cp`` at ``idx`` is compared on (done: True):
+    those alive by the stack liveness known now.  Linux cleans a state once, when a path next
+    reaches its instruction with the same call sites and the state's loop (if any) has no
+    pending back-edges (clean_live_states(), before it compares any state there); reads
+    found later do not bring a slot back."""
+    old = cp.state.frames
+    depth = len(frames)
+    if len(old) != depth or depth > 1 and any(a.callsite != b.callsite
+                                               for a, b in zip(old, frames)):
+        return False
+    if scc.incomplete(env, cp):
+        return False
+    cp.stack_alive = env.stack_lv.alive(cp.state, idx)
+    return True
+
+
 def is_state_visited(env: Env, st: State, idx: int) -> bool:
     lst = env.explored.get(idx)
     calls_back = idx in env.cfg.callback_calls
-    add = calls_back or (env.jmps - env.prev_jmps >= 2 and env.processed - env.prev_insns >= 8)
+    # Linux forces a checkpoint at a callback's call, and where the jump history since the
+    # last one has grown long (more than 40 entries: a loop going round without one)
+    force = calls_back or st.jh > 40
+    add = force or (env.jmps - env.prev_jmps >= 2 and env.processed - env.prev_insns >= 8)
     masks = None
     key = _bucket(env, st, idx)
     seen = env.buckets.get(key, 0)
     if lst:
         masks = _live_masks(env, st, idx)
-        smasks = _stack_masks(env, st, idx)
         keep = []
         hit = False
         site = st.frames[-1].callsite
         cur_key = None
+        done = env.to_clean.get(idx)
+        if done:
+            env.to_clean[idx] = [cp for cp in done if not _clean(env, st.frames, idx, cp)]
         # Linux puts a new state at the head of its list: the newest is compared first, and a
         # hit ends the walk before older states count a miss
         for cp in reversed(lst):
@@ -92,7 +94,7 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
             if cp.branches > 0 and calls_back:
                 # A callback loop: a state whose every value is within an earlier one's
                 # adds nothing new; no infinite-loop verdict (the helper bounds the calls).
-                if states_equal(cp.state, st, masks, False, env.priv, within=True, stack_masks=smasks):
+                if states_equal(cp.state, st, masks, False, env.priv, within=True):
                     cp.hit += 1
                     hit = True
                     if st.hist is not None:
@@ -112,10 +114,11 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
                         env.log.write("cur state:" + env.reg_str(st, all_=True) + "\n")
                         env.log.write("old state:" + env.reg_str(cp.state, all_=True) + "\n")
                     raise VerifyError(f"infinite loop detected at insn {idx}", E.EINVAL, logged=True)
-                if env.jmps - env.prev_jmps < 20 and env.processed - env.prev_insns < 100:
+                if not force and env.jmps - env.prev_jmps < 20 and env.processed - env.prev_insns < 100:
                     add = False
             elif states_equal(cp.state, st, masks, False, env.priv,
-                              within=(loop := scc.incomplete(env, cp)), stack_masks=smasks):
+                              within=(loop := scc.incomplete(env, cp)),
+                              stack_masks=cp.stack_alive):
                 # (a state of a loop whose later paths may still mark it: values within it only)
                 cp.hit += 1
                 hit = True
@@ -153,6 +156,7 @@ def is_state_visited(env: Env, st: State, idx: int) -> bool:
             if live_r.type == SCALAR:
                 live_r.origin = frozenset((stored_r,))
         st.parent = cp
+        st.jh = 0
         if st.hist is not None:
             st.hist = []
         env.explored.setdefault(idx, []).append(cp)
@@ -172,6 +176,8 @@ def _finish_path(env: Env, st: State) -> None:
         cp.branches -= 1
         if cp.branches:
             break
+        # done: the next visit of its instruction fixes the stack slots it is compared on
+        env.to_clean.setdefault(cp.insn, []).append(cp)
         scc.maybe_exit(env, cp)
         if cp.evicted and not scc.incomplete(env, cp):
             env.cur_states -= 1
@@ -240,6 +246,57 @@ def _h_jmp(env, st, idx, ins):
     return do_jmp(env, st, idx, ins)
 
 
+# per opcode (see explore): 2 a load (its address in src), 4 a store or atomic (in dst), 8
+# an 8-byte store (ST, STX: only those may write a stack slot whole)
+_EXTRA = [((2 if c & 7 == op.LDX else 4) if c & 0xE0 in (op.MEM, op.MEMSX, op.ATOMIC) else 0)
+          | (8 if c & 7 in (op.ST, op.STX) and c & 0x18 == op.DW else 0)
+          if c & 7 in (op.LDX, op.ST, op.STX) else 0
+          for c in range(256)]
+
+
+def _stack_history(env: Env, st: State, ins: Insn) -> bool:
+    """Does the load, store or atomic ``ins`` (its address register a stack pointer) spill a
+    register to the stack or fill one from it, as Linux flags it in its jump history
+    (check_stack_write/read_fixed_off())?"""
+    cls = ins.code & 7
+    mode = ins.code & 0xE0
+    regs = st.frames[-1].regs
+    base = regs[ins.src] if cls == op.LDX else regs[ins.dst]
+    v, m = base.var
+    if m:
+        return False        # (a variable offset: not recorded)
+    off = base.off + (v - (1 << 64) if v >> 63 else v) + ins.off
+    if not -MAX_BPF_STACK <= off < 0 or base.frameno >= len(st.frames):
+        return False        # (the access fails)
+    spi = (-off - 1) // SLOT
+    if cls == op.ST:
+        return mode == op.MEM and env.priv and off % SLOT == 0
+    if cls == op.STX and mode != op.ATOMIC:
+        src = regs[ins.src]
+        if src.type == SCALAR:
+            return env.priv and off % SLOT == 0
+        return src.type != NOT_INIT         # a pointer spill (of 8 bytes, or an error)
+    stack = st.frames[base.frameno].stack
+    if spi >= len(stack):
+        return False
+    slot = stack[spi]
+    if slot.types[SLOT - 1] != SPILL:
+        return False
+    size = op.SIZE_BYTES[ins.code & 0x18]
+    spill = slot.spill_size()
+    if size == SLOT and spill == SLOT:
+        return True                 # the whole register comes back (an atomic's read too)
+    if cls == op.STX and not (ins.imm & op.FETCH):
+        return False                # an atomic that loads nothing
+    if size <= spill and off % SLOT == 0:
+        return True                 # a narrow fill of the spilled register
+    # otherwise only a zero spilled across every byte read still counts as a fill
+    j0 = (-off - 1) % SLOT
+    r = slot.spilled
+    return all(slot.types[(j0 - i) % SLOT] == SPILL for i in range(size)) and \
+        r.type == SCALAR and r.var == (0, 0)
+
+
 def _handler(ins: Insn):
     cls = ins.code & 7
     if cls in (op.ALU, op.ALU64):
@@ -291,6 +348,17 @@ def explore(env: Env, st: State, start: int = 0) -> None:
         handlers[i] = first
     lv = env.stack_lv
     texts: list[str | None] = [None] * env.n      # each instruction's log text, made once
+    # per instruction, what else to do when it runs: 1 a jump point (a jump history entry), 2
+    # a load, 4 a store or atomic (an entry when it spills or fills on the stack), 8 collect
+    # the stack slots it writes whole (the stack liveness's must-write marks)
+    kinds = _EXTRA
+    ex = [kinds[ins.code] if ins.src <= 10 and ins.dst <= 10 else kinds[ins.code] & 8
+          for ins in insns]
+    for i in env.cfg.callback_calls:
+        ex[i] |= 8      # (a callback's entry hands back what it writes to the call)
+    for i in env.cfg.jmp_points:
+        if 0 <= i < env.n:
+            ex[i] |= 1
     if env.bt_log:
         st.hist = []
     while True:
@@ -309,6 +377,14 @@ def explore(env: Env, st: State, start: int = 0) -> None:
                             log.write(f"{idx}: safe\n")
                     raise PathDone
                 env.idx = idx
+                e = ex[idx]
+                if e & 1:
+                    st.jh += 1
+                elif e & 6:
+                    ins = insns[idx]
+                    if st.frames[-1].regs[ins.src if e & 2 else ins.dst].type == PTR_TO_STACK \
+                            and _stack_history(env, st, ins):
+                        st.jh += 1
                 if st.hist is not None:
                     ins = insns[idx]
                     st.hist.append((idx, backtrack.stack_access(st, ins)
@@ -333,7 +409,7 @@ def explore(env: Env, st: State, start: int = 0) -> None:
                     env.scratched.clear()
                     env.scratched_slots.clear()
                 print_state = popped = deferred = False
-                if lv is None or not lv.stores[idx]:
+                if not e & 8:
                     nxt = handlers[idx](env, st, idx, insns[idx])
                 else:
                     # the stack slots a store writes whole: Linux's must-write marks
@@ -356,8 +432,7 @@ def explore(env: Env, st: State, start: int = 0) -> None:
                 idx = nxt
         except PathDone:
             _finish_path(env, st)
-            if lv is not None:
-                lv.update(st)
+            lv.update(st)
             if not env.pending:
                 return
             st, idx, prev, pos = env.pending.pop()

@@ -11,6 +11,7 @@ from .cfg import Cfg
 from .log import Log
 from .regstate import NOT_INIT, Reg, fmt_reg
 from .stack import fmt_slots
+from .stack_liveness import StackLiveness
 from .state import Checkpoint, State
 
 MAX_BPF_STACK = 512
@@ -95,11 +96,9 @@ class Env:
         self.insn_texts: dict[int, str] = {}    # ' before N: (07) r0 += 1' of the logged walks
         # unprivileged: per instruction, the Spectre mask its ADD/SUB needs (sanitize.py)
         self.alu_aux: dict[int, tuple] = {}
-        # Linux 6.18's call-chain stack liveness: only its level-2 log needs it
-        self.stack_lv = None
-        if log.level & 2:
-            from .stack_liveness import StackLiveness
-            self.stack_lv = StackLiveness(self)
+        # Linux 6.18's call-chain stack liveness: which stack slots pruning compares
+        self.stack_lv = StackLiveness(self)
+        self.to_clean: dict[int, list] = {}     # per instruction, its done states not fixed yet
 
     # ---- small utilities -------------------------------------------------------------------
     def global_func(self, sub: int):

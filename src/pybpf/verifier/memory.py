@@ -132,6 +132,11 @@ def _grow(env: Env, st: State, frame: Frame, lo: int) -> None:
     sp = frame.subprog
     if depth > env.stack_depth[sp]:
         env.stack_depth[sp] = depth
+    # Any access, a read too, allocates the frame's stack down to it (Linux's
+    # grow_stack_state()): pruning tells an allocated uninitialised slot from one beyond
+    n = (depth + SLOT - 1) // SLOT
+    if n > frame.allocated:
+        frame.allocated = n
 
 
 def stack_read(env: Env, st: State, regno: int, r: Reg, off: int, size: int) -> Reg:

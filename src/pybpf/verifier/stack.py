@@ -45,7 +45,8 @@ _UNINIT = Reg()
 class Frame:
     """Registers r0..r10 and the stack of one function invocation."""
 
-    __slots__ = ("regs", "stack", "frameno", "callsite", "subprog", "in_callback", "callback_depth")
+    __slots__ = ("regs", "stack", "frameno", "callsite", "subprog", "in_callback", "callback_depth",
+                 "allocated", "lv")
 
     def __init__(self, frameno: int = 0, callsite: int = -1, subprog: int = 0):
         # in_callback: the frame runs a callback (bpf_loop, for_each_map_elem) and returns to
@@ -55,6 +56,10 @@ class Frame:
         self.regs = [_UNINIT.copy() for _ in range(10)]
         self.regs.append(None)
         self.stack: list[Slot] = []
+        # slots the frame's accesses reached so far, reads too (Linux's allocated_stack / 8);
+        # those past the end of ``stack`` are all invalid bytes
+        self.allocated = 0
+        self.lv = None      # the stack liveness instance of the call chain ending here (cache)
         self.frameno = frameno
         self.callsite = callsite
         self.subprog = subprog
@@ -70,15 +75,19 @@ class Frame:
         f.subprog = self.subprog
         f.in_callback = self.in_callback
         f.callback_depth = self.callback_depth
+        f.allocated = self.allocated
+        f.lv = self.lv
         return f
 
     @property
     def depth(self) -> int:
-        return len(self.stack) * SLOT
+        return self.allocated * SLOT
 
     def slot(self, spi: int) -> Slot:
         while len(self.stack) <= spi:
             self.stack.append(Slot())
+        if spi >= self.allocated:
+            self.allocated = spi + 1
         return self.stack[spi]
 
     def peek(self, spi: int) -> Slot | None:

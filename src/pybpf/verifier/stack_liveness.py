@@ -13,9 +13,10 @@ backward data-flow pass over the subprogram's instructions in post-order:
 
 and what a callee's entry shows about its callers' frames is handed to the
 call instruction of the caller's instance.  At log level 2 Linux prints each
-change of these sets and the number of passes each fixed point took; pybpf
-keeps the analysis only for that log (its pruning uses the static stack
-liveness of ``cfg.py``), so it runs only when the level-2 log is on.
+change of these sets and the number of passes each fixed point took.  Pruning
+uses the sets as Linux does: a stored state, once every path below it is done,
+is compared only on the slots alive at that time (:meth:`StackLiveness.alive`,
+Linux's clean_verifier_state()), so the analysis always runs.
 
 A call chain is the tuple of call instructions leading to a frame, closed by
 the start of the frame's subprogram: ``(0)`` for the main program, ``(5,10)``
@@ -45,13 +46,14 @@ def fmt_stack_mask(mask: int) -> str:
 class _Masks:
     """One frame's sets, per instruction of the instance's subprogram (relative index)."""
 
-    __slots__ = ("may_read", "must_write", "written", "live")
+    __slots__ = ("may_read", "must_write", "written", "live", "pending")
 
     def __init__(self, n: int):
         self.may_read = [0] * n
         self.must_write = [0] * n
         self.written = [0] * n     # slots every path from here writes (within the subprogram)
         self.live = [0] * n        # slots some path from here may read first
+        self.pending: set[int] = set()     # instructions whose marks changed since the update
 
 
 class _Instance:
@@ -88,23 +90,29 @@ class StackLiveness:
         self.starts = list(env.cfg.subprog_starts)
         self.sub_of_start = {s: k for k, s in enumerate(self.starts)}
         self.ends = self.starts[1:] + [n]
-        # Linux's prune points, whose sets are logged even when they do not change: a function
-        # pointer load is one too, as is the instruction after it
-        prune = set(env.cfg.prune_points)
-        for i, ins in enumerate(insns):
-            if ins.code == op.LD_IMM64 and ins.src == op.PSEUDO_FUNC:
-                prune.update((i, i + 2))
-        self.prune = prune
-        self.succ = [_successors(insns, i) for i in range(n)]
-        # Only stores write a slot whole; any other instruction's must-write set is empty on
+        self.prune = None
+        if self.log.level & 2:
+            # Linux's prune points, whose sets are logged even when they do not change: a
+            # function pointer load is one too, as is the instruction after it
+            prune = set(env.cfg.prune_points)
+            for i, ins in enumerate(insns):
+                if ins.code == op.LD_IMM64 and ins.src == op.PSEUDO_FUNC:
+                    prune.update((i, i + 2))
+            self.prune = prune
+        # (fall-through first, then the jump target: Linux's bpf_insn_successors())
+        self.succ = env.cfg.succ
+        self._order: dict[int, list] = {}
+        self._graphs: dict[int, tuple] = {}
+        # (Only stores write a slot whole; any other instruction's must-write set is empty on
         # every visit, so its visits need no tracking, except at a helper call that calls back:
         # there the set seen at the call (empty) limits what the callback's entry hands back.
-        calls_back = env.cfg.callback_calls
-        self.stores = [ins.code & 7 in (op.ST, op.STX) or i in calls_back for i, ins in enumerate(insns)]
+        # The explorer calls begin() and commit() around those, see core.explore.)
+        self.back_jumps = env.cfg.back_jumps
         self._postorder: dict[int, list[int]] = {}
         self.instances: dict[tuple, _Instance] = {}
         self.cur: _Instance | None = None
         self.acc = [0] * MAX_FRAMES
+        self.dirty: set[_Instance] = set()     # the instances with marks not propagated yet
         self.widx = 0
 
     # ---- instances ---------------------------------------------------------------------------
@@ -118,9 +126,13 @@ class StackLiveness:
 
     def lookup(self, st, frameno: int) -> _Instance:
         frames = st.frames
-        starts = tuple(self.starts[frames[i].subprog] for i in range(frameno + 1))
-        cc = tuple(frames[i + 1].callsite for i in range(frameno)) + (starts[-1],)
-        return self._get(cc, starts)
+        frame = frames[frameno]
+        inst = frame.lv         # (a frame's call chain is fixed from its call on)
+        if inst is None:
+            starts = tuple(self.starts[frames[i].subprog] for i in range(frameno + 1))
+            cc = tuple(frames[i + 1].callsite for i in range(frameno)) + (starts[-1],)
+            inst = frame.lv = self._get(cc, starts)
+        return inst
 
     def _ensure(self, st) -> _Instance:
         inst = self.cur
@@ -134,23 +146,43 @@ class StackLiveness:
 
     # ---- marks ---------------------------------------------------------------------------------
     def _mark_read(self, inst: _Instance, frame: int, idx: int, mask: int) -> None:
-        m = inst.masks(frame)
+        m = inst.frames[frame] or inst.masks(frame)
         r = idx - inst.start
-        old = m.may_read[r]
+        may_read = m.may_read
+        old = may_read[r]
+        if old | mask == old:
+            return
         new = old | mask
-        if new != old and (new | m.live[r]) != m.live[r]:
+        if (new | m.live[r]) != m.live[r]:
             inst.updated = True
-        m.may_read[r] = new
+            self.dirty.add(inst)
+            m.pending.add(r)
+        may_read[r] = new
 
     def read(self, st, frame: int, idx: int, mask: int) -> None:
         """Instruction ``idx`` of the current path may read ``mask`` of frame ``frame``."""
-        self._mark_read(self._ensure(st), frame, idx, mask)
+        inst = self.cur or self._ensure(st)
+        m = inst.frames[frame] or inst.masks(frame)
+        r = idx - inst.start
+        may_read = m.may_read
+        old = may_read[r]
+        if old | mask == old:
+            return
+        new = old | mask
+        if (new | m.live[r]) != m.live[r]:
+            inst.updated = True
+            self.dirty.add(inst)
+            m.pending.add(r)
+        may_read[r] = new
 
     def begin(self, st, idx: int) -> None:
         """Instruction ``idx`` is about to run: collect the slots it writes whole."""
-        inst = self._ensure(st)
+        inst = self.cur or self._ensure(st)
         self.widx = idx
         acc = self.acc
+        if not inst.depth:
+            acc[0] = 0
+            return
         for f in range(inst.depth + 1):
             acc[f] = 0
 
@@ -165,13 +197,15 @@ class StackLiveness:
             mask = acc[f]
             if not mask and not seen:
                 continue
-            m = inst.masks(f)
+            m = inst.frames[f] or inst.masks(f)
             old = m.must_write[r]
             if seen:
                 mask &= old
             if old != mask:
                 m.must_write[r] = mask
                 inst.updated = True
+                self.dirty.add(inst)
+                m.pending.add(r)
             if old & ~mask:
                 inst.dropped = True
         inst.mw_seen[r] = True
@@ -189,6 +223,90 @@ class StackLiveness:
         if po is None:
             po = self._postorder[sub] = _postorder(self.succ, self.starts[sub])
         return po
+
+    def order(self, sub: int) -> tuple:
+        """The subprogram's instructions that have successors (an exit changes nothing), last
+        first, as (index, successors' indexes) relative to its start, and whether its jumps
+        all go forward.  The fixed point does not depend on the order; Linux's post-order only
+        shows in the logged pass counts."""
+        out = self._order.get(sub)
+        if out is None:
+            start = self.starts[sub]
+            succ = self.succ
+            if start:
+                order = [(i - start, tuple(t - start for t in succ[i]))
+                         for i in range(self.ends[sub] - 1, start - 1, -1) if succ[i]]
+            else:
+                order = [(i, succ[i]) for i in range(self.ends[sub] - 1, -1, -1) if succ[i]]
+            # with forward jumps only, last first is an order with every successor before the
+            # instruction: one pass reaches the fixed point
+            out = self._order[sub] = (order, sub not in self.back_jumps)
+        return out
+
+    def _graph(self, sub: int) -> tuple:
+        """(successors, predecessors) of each instruction of the subprogram, relative to its
+        start."""
+        g = self._graphs.get(sub)
+        if g is None:
+            start, end = self.starts[sub], self.ends[sub]
+            if start:
+                succ = [tuple(t - start for t in self.succ[i]) for i in range(start, end)]
+            else:
+                succ = self.succ[:end]
+            preds: list = [()] * (end - start)
+            for r, ss in enumerate(succ):
+                for t in ss:
+                    preds[t] += (r,)
+            g = self._graphs[sub] = (succ, preds)
+        return g
+
+    def _propagate(self, m: _Masks, sub: int) -> None:
+        succ, preds = self._graph(sub)
+        live, written, must_write, may_read = m.live, m.written, m.must_write, m.may_read
+        work = list(m.pending)
+        queued = set(work)
+        while work:
+            r = work.pop()
+            queued.discard(r)
+            ss = succ[r]
+            if not ss:
+                continue
+            after = 0
+            acc = ALL
+            for t in ss:
+                after |= live[t]
+                acc &= written[t]
+            mw = must_write[r]
+            acc |= mw
+            before = (after & ~mw) | may_read[r]
+            if before != live[r] or acc != written[r]:
+                live[r] = before
+                written[r] = acc
+                for p in preds[r]:
+                    if p not in queued:
+                        queued.add(p)
+                        work.append(p)
+
+    def _fixed_point(self, m: _Masks, order: list, one_pass: bool) -> None:
+        live, written, must_write, may_read = m.live, m.written, m.must_write, m.may_read
+        changed = True
+        while changed:
+            changed = False
+            for r, ss in order:
+                after = 0
+                acc = ALL
+                for t in ss:
+                    after |= live[t]
+                    acc &= written[t]
+                mw = must_write[r]
+                acc |= mw
+                before = (after & ~mw) | may_read[r]
+                if before != live[r] or acc != written[r]:
+                    live[r] = before
+                    written[r] = acc
+                    changed = True
+            if one_pass:
+                break
 
     def _update_insn(self, inst: _Instance, frame: int, m: _Masks, idx: int, log2: bool) -> bool:
         succ = self.succ[idx]
@@ -219,9 +337,29 @@ class StackLiveness:
             for m in inst.frames:
                 if m is not None:
                     m.written = [0] * inst.n
-        po = self.postorder(inst.sub)
         log = self.log
         log2 = bool(log.level & 2)
+        if not log2:
+            # Each frame's sets come to their own fixed point, with nothing to count or print:
+            # from the instructions whose marks changed, back through their predecessors
+            # (the same least fixed point above the sets so far as whole passes reach)
+            if inst.dropped:
+                order, one_pass = self.order(inst.sub)
+            for m in inst.frames:
+                if m is None:
+                    continue
+                if inst.dropped:
+                    self._fixed_point(m, order, one_pass)
+                elif m.pending:
+                    self._propagate(m, inst.sub)
+                m.pending.clear()
+            if inst.depth:
+                self._to_caller(inst)
+            return
+        for m in inst.frames:
+            if m is not None:
+                m.pending.clear()
+        po = self.postorder(inst.sub)
         cnt = 0
         while True:
             cnt += 1
@@ -257,16 +395,45 @@ class StackLiveness:
             self._mark_read(outer, f, callsite, m.live[0])
         self._commit(outer)
 
+    def alive(self, st, idx: int) -> list[int]:
+        """Per frame of ``st`` (a state at ``idx``), the slots some continuation may still read,
+        as far as the paths explored so far show (Linux's bpf_stack_slot_alive())."""
+        frames = st.frames
+        last = len(frames) - 1
+        if not last:
+            inst = self.lookup(st, 0)
+            m = inst.frames[0]
+            return [m.live[idx - inst.start] if m is not None else 0]
+        insts = [self.lookup(st, f) for f in range(last + 1)]
+        cur = insts[last]
+        out = []
+        for f in range(last + 1):
+            m = cur.frames[f]
+            mask = m.live[idx - cur.start] if m is not None else 0
+            for i in range(f, last):
+                inner = frames[i + 1]
+                # a callback returns to the helper call, which may call it again
+                at = inner.callsite if inner.in_callback else inner.callsite + 1
+                inst = insts[i]
+                m = inst.frames[f]
+                if m is not None:
+                    mask |= m.live[at - inst.start]
+            out.append(mask)
+        return out
+
     def update(self, st) -> None:
         """A path ended or a subprogram returns: bring the instances of ``st``'s call chain to
         their fixed point, innermost first (Linux's bpf_update_live_stack)."""
         self.cur = None
+        if not self.dirty:
+            return          # (most paths end without a new mark)
         for f in range(len(st.frames) - 1, -1, -1):
             inst = self.lookup(st, f)
             if inst.updated:
                 self._update_instance(inst)
                 inst.updated = False
                 inst.dropped = False
+                self.dirty.discard(inst)
 
 
 def _log_change(log, name: str, what: str, frame: int, idx: int, old: int, new: int) -> None:
@@ -281,26 +448,6 @@ def _log_change(log, name: str, what: str, frame: int, idx: int, old: int, new: 
     if zeros:
         text += f"-{what} {fmt_stack_mask(zeros)}"
     log.write(text + "\n")
-
-
-def _successors(insns, i: int) -> tuple[int, ...]:
-    """Linux's bpf_insn_successors(): fall-through first, then the jump target; a call is
-    followed by the next instruction only."""
-    ins = insns[i]
-    code = ins.code
-    cls = code & 7
-    if code == op.LD_IMM64:
-        return (i + 2,)
-    if cls not in (op.JMP, op.JMP32):
-        return (i + 1,)
-    o = code & 0xF0
-    if o == op.EXIT:
-        return ()
-    if o == op.CALL:
-        return (i + 1,)
-    if o == op.JA:
-        return (i + (ins.imm if cls == op.JMP32 else ins.off) + 1,)
-    return (i + 1, i + ins.off + 1)
 
 
 def _postorder(succ, start: int) -> list[int]:

@@ -4,14 +4,18 @@ checkpoints, and the equivalence test that lets a path be pruned."""
 from __future__ import annotations
 
 from .regstate import (ADD_CONST, NOT_INIT, PKT_TYPES, PTR_TO_STACK, SCALAR, Reg, mark_precise)
-from .stack import INVALID, MISC, SLOT, SPILL, Frame, Slot
+from .stack import INVALID, MISC, SLOT, SPILL, ZERO, Frame, Slot
 
 
 class State:
-    __slots__ = ("frames", "refs", "parent", "hist", "unroll")
+    __slots__ = ("frames", "refs", "parent", "hist", "unroll", "jh")
 
-    def __init__(self, frames: list[Frame], refs: tuple = (), parent=None, hist=None, unroll=0):
+    def __init__(self, frames: list[Frame], refs: tuple = (), parent=None, hist=None, unroll=0,
+                 jh=0):
         self.frames = frames
+        # entries of Linux's jump history since the last checkpoint (jmp_history_cnt): the
+        # instructions run that are jump points, spills or fills, or links at a branch
+        self.jh = jh
         # callbacks entered on this path: a state seen again in a later callback iteration is
         # the next iteration, not an infinite loop (Linux: callback_unroll_depth)
         self.unroll = unroll
@@ -26,7 +30,7 @@ class State:
 
     def copy(self) -> "State":
         return State([f.copy() for f in self.frames], self.refs, self.parent,
-                     None if self.hist is None else self.hist[:], self.unroll)
+                     None if self.hist is None else self.hist[:], self.unroll, self.jh)
 
     def all_regs(self):
         """Every register and spilled register of every frame (for id-wide updates)."""
@@ -39,7 +43,8 @@ class State:
 
 class Checkpoint:
     """A state stored at a prune point; ``branches`` counts paths below it still being explored."""
-    __slots__ = ("state", "parent", "branches", "insn", "hit", "miss", "hist", "evicted", "_key")
+    __slots__ = ("state", "parent", "branches", "insn", "hit", "miss", "hist", "evicted", "_key",
+                 "stack_alive")
 
     def __init__(self, state: State, parent, insn: int):
         self.state = state
@@ -51,6 +56,9 @@ class Checkpoint:
         self.hist = state.hist     # the instructions that led here from the previous checkpoint
         self.evicted = False       # dropped from the list but still counted (Linux: free list)
         self._key = None
+        # per frame, the stack slots still compared once the state is done (None: all of them;
+        # Linux's clean_verifier_state() marks the others invalid)
+        self.stack_alive = None
 
     def loop_key(self) -> tuple:
         """:func:`loop_key` of the stored state, which keeps its registers' values."""
@@ -155,30 +163,58 @@ def regsafe(o: Reg, c: Reg, idmap: IdMap, exact: bool, within: bool = False) -> 
     return idmap.check(o.id, c.id) and idmap.check(o.ref_obj_id, c.ref_obj_id)
 
 
-_EMPTY = Slot()
-
-
 def stacksafe(o: Frame, c: Frame, idmap: IdMap, exact: bool, privileged: bool,
               within: bool = False, live: int = -1) -> bool:
-    """``live``: bitmask of the slots a continuation may read (the others cannot matter)."""
-    n = max(len(o.stack), len(c.stack))
-    for spi in range(n):
-        if not exact and not (live >> spi) & 1:
-            continue
-        os_ = o.stack[spi] if spi < len(o.stack) else _EMPTY
-        cs = c.stack[spi] if spi < len(c.stack) else _EMPTY
-        if exact:
-            if os_.types != cs.types:
+    """Is ``c``'s stack covered by ``o``'s?  Only the old state's allocated slots are looked
+    at; ``live``: bitmask of the slots a continuation may read (the others are as good as
+    invalid).  ``exact`` wants the same slot types byte for byte, the old stack allocated in
+    the current one too; ``within`` (a loop's comparison) lets invalid and misc bytes go as
+    the plain comparison does (as the host's 6.18 kernel does)."""
+    cstack = c.stack
+    nc = len(cstack)
+    if exact:
+        if o.allocated > c.allocated:
+            return False
+        for spi in range(o.allocated):
+            os_ = o.stack[spi] if spi < len(o.stack) else _EMPTY
+            cs = cstack[spi] if spi < nc else _EMPTY
+            ot = os_.types
+            if ot != cs.types:
                 return False
-            if os_.types[SLOT - 1] == SPILL and not regsafe(os_.spilled, cs.spilled, idmap, True):
+            if ot[SLOT - 1] == SPILL and not regsafe(os_.spilled, cs.spilled, idmap, True):
                 return False
+        return True
+    for spi, os_ in enumerate(o.stack):
+        ot = os_.types
+        if not (live >> spi) & 1:
             continue
-        ot, ct = os_.types, cs.types
+        # an invalid byte never matters to the old state, nor a misc one where uninitialised
+        # stack may be read anyway: a slot of only such bytes is not looked at
+        for t in ot:
+            if t != INVALID and (t != MISC or not privileged):
+                break
+        else:
+            continue
+        if spi >= c.allocated:
+            return False            # used by the old state, never allocated by this one
+        cs = cstack[spi] if spi < nc else _EMPTY
+        # A 64-bit scalar spill and a slot of misc bytes both read back as a scalar (the
+        # latter as an unknown one): compared as registers, not by slot types.
+        o_reg = _stack_scalar(os_, privileged)
+        if o_reg is not None:
+            c_reg = _stack_scalar(cs, privileged)
+            if c_reg is not None:
+                if not regsafe(o_reg, c_reg, idmap, False, within):
+                    return False
+                continue
+        ct = cs.types
         for j in range(SLOT):
             t = ot[j]
             if t == INVALID or (privileged and t == MISC):
                 continue
-            if t != ct[j]:
+            u = ct[j]
+            # what was safe with misc bytes is safe with zeroes
+            if t != u and not (t == MISC and u == ZERO):
                 return False
         if ot[SLOT - 1] == SPILL:
             if not regsafe(os_.spilled, cs.spilled, idmap, False, within):
@@ -186,10 +222,34 @@ def stacksafe(o: Frame, c: Frame, idmap: IdMap, exact: bool, privileged: bool,
     return True
 
 
+# What a read of a slot of misc bytes gives (Linux's unbound_reg: never precise).
+_UNBOUND = Reg.scalar()
+# An allocated slot nothing was written to (read only).
+_EMPTY = Slot()
+
+
+def _stack_scalar(s: Slot, privileged: bool) -> Reg | None:
+    """The scalar an 8-byte read of ``s`` gives when it is a spilled 64-bit scalar or only misc
+    bytes (uninitialised ones too where allowed), else None (Linux's scalar_reg_for_stack)."""
+    types = s.types
+    if types[0] == SPILL:
+        r = s.spilled
+        return r if r is not None and r.type == SCALAR else None
+    for t in types:
+        if t != MISC and not (privileged and t == INVALID):
+            return None
+    return _UNBOUND
+
+
 def states_equal(old: State, cur: State, live_masks: list[int], exact: bool, privileged: bool,
                  within: bool = False, stack_masks: list[int] | None = None) -> bool:
     if len(old.frames) != len(cur.frames):
         return False
+    if not privileged:
+        # Without CAP_BPF Linux makes every scalar precise (__mark_reg_unknown() and
+        # __mark_reg_const_zero() set precise = !bpf_capable): each is compared by its range,
+        # as a precise one is (only the unknown value of misc stack bytes is not)
+        within = True
     idmap = IdMap()
     for k, (fo, fc, live) in enumerate(zip(old.frames, cur.frames, live_masks)):
         if fo.callsite != fc.callsite or fo.in_callback != fc.in_callback:

@@ -126,6 +126,30 @@ def arshift(a: Tnum, s: int, bits: int = 64) -> Tnum:
     return (sar(a[0]), sar(a[1]))
 
 
+def step(a: Tnum, z: int) -> int:
+    """The smallest value of ``a`` above ``z`` (kernel: tnum_step): for ``z`` below the
+    smallest value, that value; for ``z`` at or above the largest, the largest."""
+    v, m = a
+    tmax = v | m
+    if z >= tmax:
+        return tmax
+    if z < v:
+        return v
+    x = z + 1               # (at most tmax: some value of ``a`` is >= x)
+    diff = (x ^ v) & ~m
+    if not diff:
+        return x
+    k = diff.bit_length()
+    low = (1 << k) - 1
+    if v >> (k - 1) & 1:
+        # x has a 0 where every value has a 1: x's upper bits, then the smallest lower ones
+        return (x & ~low) | (v & low)
+    # x has a 1 where every value has a 0: the bits above must grow to their next value
+    mh = m >> k
+    up = (((x >> k) | ~mh) + 1) & mh
+    return ((up | (v >> k)) << k) | (v & low)
+
+
 def intersect(a: Tnum, b: Tnum) -> Tnum:
     v = a[0] | b[0]
     mu = a[1] & b[1]
