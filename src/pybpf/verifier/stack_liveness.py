@@ -161,19 +161,7 @@ class StackLiveness:
 
     def read(self, st, frame: int, idx: int, mask: int) -> None:
         """Instruction ``idx`` of the current path may read ``mask`` of frame ``frame``."""
-        inst = self.cur or self._ensure(st)
-        m = inst.frames[frame] or inst.masks(frame)
-        r = idx - inst.start
-        may_read = m.may_read
-        old = may_read[r]
-        if old | mask == old:
-            return
-        new = old | mask
-        if (new | m.live[r]) != m.live[r]:
-            inst.updated = True
-            self.dirty.add(inst)
-            m.pending.add(r)
-        may_read[r] = new
+        self._mark_read(self.cur or self._ensure(st), frame, idx, mask)
 
     def begin(self, st, idx: int) -> None:
         """Instruction ``idx`` is about to run: collect the slots it writes whole."""
