@@ -43,6 +43,24 @@ def fmt_stack_mask(mask: int) -> str:
     return ",".join(out)
 
 
+def _transfer(live, written, must_write, may_read, r: int, ss) -> bool:
+    """Recompute instruction ``r``'s live-before and written-after masks from its successors
+    ``ss`` (the one data-flow equation both solvers use); did they change?"""
+    after = 0
+    acc = ALL
+    for t in ss:
+        after |= live[t]
+        acc &= written[t]
+    mw = must_write[r]
+    acc |= mw
+    before = (after & ~mw) | may_read[r]
+    if before != live[r] or acc != written[r]:
+        live[r] = before
+        written[r] = acc
+        return True
+    return False
+
+
 class _Masks:
     """One frame's sets, per instruction of the instance's subprogram (relative index)."""
 
@@ -257,19 +275,7 @@ class StackLiveness:
             r = work.pop()
             queued.discard(r)
             ss = succ[r]
-            if not ss:
-                continue
-            after = 0
-            acc = ALL
-            for t in ss:
-                after |= live[t]
-                acc &= written[t]
-            mw = must_write[r]
-            acc |= mw
-            before = (after & ~mw) | may_read[r]
-            if before != live[r] or acc != written[r]:
-                live[r] = before
-                written[r] = acc
+            if ss and _transfer(live, written, must_write, may_read, r, ss):
                 for p in preds[r]:
                     if p not in queued:
                         queued.add(p)
@@ -281,17 +287,7 @@ class StackLiveness:
         while changed:
             changed = False
             for r, ss in order:
-                after = 0
-                acc = ALL
-                for t in ss:
-                    after |= live[t]
-                    acc &= written[t]
-                mw = must_write[r]
-                acc |= mw
-                before = (after & ~mw) | may_read[r]
-                if before != live[r] or acc != written[r]:
-                    live[r] = before
-                    written[r] = acc
+                if _transfer(live, written, must_write, may_read, r, ss):
                     changed = True
             if one_pass:
                 break

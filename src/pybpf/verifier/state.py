@@ -258,15 +258,10 @@ def states_equal(old: State, cur: State, live_masks: list[int], exact: bool, pri
             return False        # (an earlier callback iteration is not covered by a later one)
         ro, rc = fo.regs, fc.regs
         if exact:
-            # A loop's states usually differ in one register's value: look at every register's
-            # value before comparing any register whole (Linux: states_maybe_looping).
+            # (the caller has already compared every register's type and value: loop_key)
             for i in range(11):
                 o, c = ro[i], rc[i]
-                if o.type != c.type or o.type != NOT_INIT and (o.var != c.var or o.off != c.off):
-                    return False
-            for i in range(11):
-                o, c = ro[i], rc[i]
-                if o.type != NOT_INIT and not regsafe(o, c, idmap, True):
+                if o.type != c.type or o.type != NOT_INIT and not regsafe(o, c, idmap, True):
                     return False
         else:
             for i in range(11):
