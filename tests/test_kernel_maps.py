@@ -234,7 +234,7 @@ def test_array_sequence(bpffs, kernel_bpffs):
         for i in (0, 1, 2, 3, 4, 1 << 31):
             res.append(("get", i, _elem(be, C.BPF_MAP_LOOKUP_ELEM, fd, _u32(i), None, vlen=8)))
         res.append(("del", _elem(be, C.BPF_MAP_DELETE_ELEM, fd, _u32(0), None)[0]))
-        keys, cur = [], None
+        cur = None
         for _ in range(6):
             r, nk = _elem(be, C.BPF_MAP_GET_NEXT_KEY, fd, cur, None, vlen=4)
             res.append(("next", cur, r, nk))

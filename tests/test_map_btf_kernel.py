@@ -10,7 +10,6 @@ import struct
 
 import pytest
 
-import pybpf
 from pybpf.syscall import bpf
 
 import kernel_oracle as K

@@ -286,7 +286,6 @@ def check_line_info(req: LoadRequest, btf: bytes):
 
     Run once func_info matches the subprograms (else the verifier reports that first).
     """
-    import struct
     if not req.line_info and req.line_info_error is None:
         return None
     from ..verifier import funcinfo

@@ -56,7 +56,6 @@ def scalar_alu(dst: Reg, src: Reg, o: int, is64: bool) -> None:
     b64 = (src.smin, src.smax, src.umin, src.umax)
     a32 = (dst.s32min, dst.s32max, dst.u32min, dst.u32max)
     b32 = (src.s32min, src.s32max, src.u32min, src.u32max)
-    full = (B.S64_MIN, B.S64_MAX, 0, B.U64)
     full32 = (B.S32_MIN, B.S32_MAX, 0, B.U32)
     if is64:
         tf = {op.ADD: tnum.add, op.SUB: tnum.sub, op.MUL: tnum.mul, op.AND: tnum.and_,

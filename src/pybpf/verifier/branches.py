@@ -14,7 +14,7 @@ from .state import State
 
 from .alu import scalar_alu
 from . import backtrack
-from .env import _REV, _SWAP, MAX_PACKET_OFF, Env, PathDone, push_branch
+from .env import _REV, _SWAP, MAX_PACKET_OFF, Env, push_branch
 
 
 def _view(r: Reg, is32: bool):
